@@ -1,0 +1,537 @@
+#!/usr/bin/env python3
+"""How fast the ccd engine runs DAGs of `true` jobs, next to the floor and the bar.
+
+In one run, on the same DAGs and with the same concurrency C (default: the CPU count):
+
+- **engine**: `ccd.engine.Engine` with its real SQLite store in a fresh temp state dir, timed
+  from just before `submit()` to `wait()` returning (storing the workflow included);
+- **bare**: an asyncio fork/exec dispatcher with in-degree counters and no state at all,
+  spawning `/bin/true` with `os.posix_spawn`, learning of exits through `os.pidfd_open` +
+  `loop.add_reader` and reaping with `os.waitpid` (the floor);
+- **make**: GNU `make -jC` on a generated Makefile of phony targets whose recipe is `@true`.
+
+A separate section writes a 100,000-job layered workflow as YAML and, in a fresh subprocess,
+times `ccd.spec.load()` and `submit()` with `Limits(max_jobs=0)` (nothing dispatches), and
+reports that process's peak RSS.
+
+This is a benchmark, not a test: it prints figures and compares them with the targets; it
+asserts nothing about time. Run from the repository root:
+
+    python bench/engine_bench.py --sizes 100,1000,10000 --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import json
+import logging
+import math
+import os
+import platform
+import pstats
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from ccd import logs  # noqa: E402
+from ccd.engine import Engine  # noqa: E402
+from ccd.scheduler import Limits  # noqa: E402
+from ccd.spec import LOCAL_HOST, HostSpec, JobSpec, WorkflowSpec  # noqa: E402
+
+Dag = dict[str, tuple[str, ...]]  # job -> its parents; keys in a topological order
+
+SHAPES = ("chain", "fan", "layered")
+DEFAULT_SIZES = (100, 1000, 10000)
+QUICK_SIZES = (100, 1000)
+LOAD_JOBS = 100_000
+TRUE = shutil.which("true") or "/bin/true"
+MAKE = shutil.which("make")
+
+# The issue's targets.
+FAN_RATIO_TARGET = 1.5  # fan N=1000: engine/bare
+CHAIN_OVERHEAD_TARGET_MS = 3.0  # chain N=1000: (engine - bare) / N
+LOAD_TARGET_S = 10.0  # load + submit of 100k jobs
+RSS_TARGET_MB = 500.0
+
+
+class BenchError(RuntimeError):
+    """A runner did not complete the DAG (a job failed, make exited non-zero, ...)."""
+
+
+# -- DAG shapes ---------------------------------------------------------------------------
+
+
+def _job(i: int) -> str:
+    return f"j{i}"
+
+
+def chain(n: int) -> Dag:
+    """Job i needs job i-1."""
+    return {_job(i): (_job(i - 1),) if i else () for i in range(n)}
+
+
+def fan(n: int) -> Dag:
+    """N independent jobs (no root and sink: pure dispatch throughput)."""
+    return {_job(i): () for i in range(n)}
+
+
+def layered(n: int) -> Dag:
+    """Layers of width ~sqrt(N); each job needs jobs p and p+1 (mod width) of the layer above."""
+    width = max(1, math.isqrt(n))
+    dag: Dag = {}
+    for i in range(n):
+        layer, pos = divmod(i, width)
+        if layer == 0:
+            dag[_job(i)] = ()
+            continue
+        above = (layer - 1) * width  # only the last layer can be partial: this one is full
+        parents = (_job(above + pos), _job(above + (pos + 1) % width))
+        dag[_job(i)] = tuple(dict.fromkeys(parents))
+    return dag
+
+
+SHAPE_BUILDERS: dict[str, Callable[[int], Dag]] = {
+    "chain": chain,
+    "fan": fan,
+    "layered": layered,
+}
+
+
+# -- runner 1: the ccd engine -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EngineTiming:
+    total_s: float  # submit() + wait()
+    submit_s: float
+
+
+def _spec(dag: Dag, workdir: Path, name: str = "bench") -> WorkflowSpec:
+    jobs = {
+        job: JobSpec(name=job, kind="shell", run="true", needs=parents)
+        for job, parents in dag.items()
+    }
+    return WorkflowSpec(
+        name=name,
+        source=workdir / f"{name}.yaml",
+        base_dir=workdir,
+        jobs=jobs,
+        hosts={LOCAL_HOST: HostSpec(LOCAL_HOST, "local")},
+    )
+
+
+async def _engine_run(dag: Dag, workdir: Path, concurrency: int) -> EngineTiming:
+    spec = _spec(dag, workdir)
+    limits = Limits(default_host_max_jobs=concurrency)
+    engine = await Engine.open(workdir / "state", spec.hosts, limits)
+    try:
+        start = time.perf_counter()
+        wf_id = await engine.scheduler.submit(spec)
+        submitted = time.perf_counter()
+        state = await engine.scheduler.wait(wf_id)
+        end = time.perf_counter()
+    finally:
+        await engine.close()
+    if state != "succeeded":
+        raise BenchError(f"engine: workflow ended {state}")
+    return EngineTiming(end - start, submitted - start)
+
+
+def time_engine(dag: Dag, concurrency: int, tmp_root: Path | None) -> EngineTiming:
+    with tempfile.TemporaryDirectory(prefix="ccd-bench-", dir=tmp_root) as tmp:
+        return asyncio.run(_engine_run(dag, Path(tmp), concurrency))
+
+
+# -- runner 2: the bare dispatcher (the floor) --------------------------------------------
+
+
+class BareDispatcher:
+    """In-degree counters and a ready queue; no state, no files, no wrapper."""
+
+    def __init__(self, dag: Dag, concurrency: int, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._concurrency = concurrency
+        self._children: dict[str, list[str]] = {job: [] for job in dag}
+        self._waiting = {job: len(parents) for job, parents in dag.items()}
+        for job, parents in dag.items():
+            for parent in parents:
+                self._children[parent].append(job)
+        self._ready = deque(job for job, count in self._waiting.items() if count == 0)
+        self._running = 0
+        self._left = len(dag)
+        self.done: asyncio.Future[None] = loop.create_future()
+
+    def dispatch(self) -> None:
+        while self._ready and self._running < self._concurrency:
+            self._spawn(self._ready.popleft())
+
+    def _spawn(self, job: str) -> None:
+        pid = os.posix_spawn(TRUE, [TRUE], os.environ)
+        pidfd = os.pidfd_open(pid)
+        self._running += 1
+        self._loop.add_reader(pidfd, self._on_exit, job, pid, pidfd)
+
+    def _on_exit(self, job: str, pid: int, pidfd: int) -> None:
+        self._loop.remove_reader(pidfd)
+        os.close(pidfd)
+        _, status = os.waitpid(pid, 0)
+        self._running -= 1
+        if os.waitstatus_to_exitcode(status) != 0:
+            if not self.done.done():
+                self.done.set_exception(BenchError(f"bare: {job} exited {status}"))
+            return
+        self._left -= 1
+        for child in self._children[job]:
+            self._waiting[child] -= 1
+            if self._waiting[child] == 0:
+                self._ready.append(child)
+        if self._left == 0:
+            self.done.set_result(None)
+        else:
+            self.dispatch()
+
+
+async def _bare_run(dag: Dag, concurrency: int) -> float:
+    dispatcher = BareDispatcher(dag, concurrency, asyncio.get_running_loop())
+    start = time.perf_counter()
+    dispatcher.dispatch()
+    await dispatcher.done
+    return time.perf_counter() - start
+
+
+def time_bare(dag: Dag, concurrency: int) -> float:
+    return asyncio.run(_bare_run(dag, concurrency))
+
+
+# -- runner 3: GNU make -------------------------------------------------------------------
+
+
+def makefile_text(dag: Dag) -> str:
+    names = " ".join(dag)
+    lines = [f".PHONY: all {names}", f"all: {names}"]
+    for job, parents in dag.items():
+        lines.append(f"{job}: {' '.join(parents)}".rstrip())
+        lines.append("\t@true")
+    return "\n".join(lines) + "\n"
+
+
+def time_make(dag: Dag, concurrency: int, tmp_root: Path | None) -> float | None:
+    if MAKE is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="ccd-bench-make-", dir=tmp_root) as tmp:
+        makefile = Path(tmp) / "Makefile"
+        makefile.write_text(makefile_text(dag))
+        argv = [MAKE, f"-j{concurrency}", "-f", str(makefile), "all"]
+        start = time.perf_counter()
+        done = subprocess.run(argv, cwd=tmp, capture_output=True, text=True, check=False)
+        elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise BenchError(f"make exited {done.returncode}: {done.stderr.strip()[-500:]}")
+    return elapsed
+
+
+# -- measuring and reporting --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    shape: str
+    n: int
+    engine_s: float
+    submit_s: float
+    bare_s: float
+    make_s: float | None
+
+    @property
+    def jobs_per_s(self) -> float:
+        return self.n / self.engine_s
+
+    @property
+    def engine_over_bare(self) -> float:
+        return self.engine_s / self.bare_s
+
+    @property
+    def overhead_ms(self) -> float:
+        return (self.engine_s - self.bare_s) / self.n * 1000
+
+    @property
+    def engine_over_make(self) -> float | None:
+        return None if self.make_s is None else self.engine_s / self.make_s
+
+
+def measure(shape: str, n: int, repeat: int, concurrency: int, tmp_root: Path | None) -> Row:
+    """Run the three runners ``repeat`` times, interleaved so drift hits all alike; medians."""
+    dag = SHAPE_BUILDERS[shape](n)
+    engine: list[EngineTiming] = []
+    bare: list[float] = []
+    make: list[float] = []
+    for _ in range(repeat):
+        engine.append(time_engine(dag, concurrency, tmp_root))
+        bare.append(time_bare(dag, concurrency))
+        made = time_make(dag, concurrency, tmp_root)
+        if made is not None:
+            make.append(made)
+    return Row(
+        shape,
+        n,
+        statistics.median(t.total_s for t in engine),
+        statistics.median(t.submit_s for t in engine),
+        statistics.median(bare),
+        statistics.median(make) if make else None,
+    )
+
+
+COLUMNS = (
+    ("shape", 8),
+    ("N", 6),
+    ("engine s", 9),
+    ("submit s", 9),
+    ("engine jobs/s", 14),
+    ("bare s", 8),
+    ("make s", 8),
+    ("engine/bare", 12),
+    ("ovh ms/job", 11),
+    ("engine/make", 12),
+)
+
+
+def _cells(row: Row) -> list[str]:
+    ratio_make = row.engine_over_make
+    return [
+        row.shape,
+        str(row.n),
+        f"{row.engine_s:.3f}",
+        f"{row.submit_s:.3f}",
+        f"{row.jobs_per_s:.0f}",
+        f"{row.bare_s:.3f}",
+        "n/a" if row.make_s is None else f"{row.make_s:.3f}",
+        f"{row.engine_over_bare:.2f}x",
+        f"{row.overhead_ms:.2f}",
+        "n/a" if ratio_make is None else f"{ratio_make:.2f}x",
+    ]
+
+
+def format_line(cells: Sequence[str]) -> str:
+    parts = [cell.ljust(w) if i == 0 else cell.rjust(w) for i, ((_, w), cell) in
+             enumerate(zip(COLUMNS, cells, strict=True))]  # fmt: skip
+    return " ".join(parts)
+
+
+def print_header_row() -> None:
+    header = format_line([name for name, _ in COLUMNS])
+    print(header)
+    print("-" * len(header))
+
+
+def _verdict(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+def target_lines(rows: Iterable[Row]) -> list[str]:
+    by_key = {(r.shape, r.n): r for r in rows}
+    lines = ["targets (issue):"]
+    fan_row = by_key.get(("fan", 1000))
+    if fan_row is None:
+        lines.append(f"  fan N=1000 engine/bare <= {FAN_RATIO_TARGET}x: not measured")
+    else:
+        ratio = fan_row.engine_over_bare
+        lines.append(
+            f"  fan N=1000 engine/bare = {ratio:.2f}x (target <= {FAN_RATIO_TARGET}x)"
+            f"  {_verdict(ratio <= FAN_RATIO_TARGET)}"
+        )
+    chain_row = by_key.get(("chain", 1000))
+    if chain_row is None:
+        lines.append(f"  chain N=1000 overhead <= {CHAIN_OVERHEAD_TARGET_MS} ms/job: not measured")
+    else:
+        ovh = chain_row.overhead_ms
+        lines.append(
+            f"  chain N=1000 overhead = {ovh:.2f} ms/job (target <= {CHAIN_OVERHEAD_TARGET_MS}"
+            f" ms/job)  {_verdict(ovh <= CHAIN_OVERHEAD_TARGET_MS)}"
+        )
+    return lines
+
+
+# -- the 100k-job load + submit section ---------------------------------------------------
+
+
+def workflow_yaml(dag: Dag, name: str) -> str:
+    """ccd's own format, written directly (yaml.dump of 100k jobs would dominate)."""
+    lines = [f"name: {name}", "jobs:"]
+    for job, parents in dag.items():
+        needs = f", needs: [{', '.join(parents)}]" if parents else ""
+        lines.append(f"  {job}: {{run: 'true'{needs}}}")
+    return "\n".join(lines) + "\n"
+
+
+async def _load_and_submit(path: Path, state_dir: Path) -> dict[str, float]:
+    from ccd.spec import load  # here: the loader may not exist while the rest works
+
+    start = time.perf_counter()
+    spec = load(path)
+    loaded = time.perf_counter()
+    engine = await Engine.open(state_dir, spec.hosts, Limits(max_jobs=0))
+    try:
+        before_submit = time.perf_counter()
+        await engine.scheduler.submit(spec)
+        submitted = time.perf_counter()
+    finally:
+        await engine.close()
+    return {"jobs": len(spec.jobs), "load_s": loaded - start, "submit_s": submitted - before_submit}
+
+
+def load_only(path: Path) -> None:
+    """The subprocess side: time load + submit, then report them and peak RSS as JSON."""
+    with tempfile.TemporaryDirectory(prefix="ccd-bench-load-", dir=path.parent) as tmp:
+        result = asyncio.run(_load_and_submit(path, Path(tmp) / "state"))
+    result["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+def load_section(n_jobs: int, tmp_root: Path | None) -> list[str]:
+    with tempfile.TemporaryDirectory(prefix="ccd-bench-yaml-", dir=tmp_root) as tmp:
+        path = Path(tmp) / "load.yaml"
+        path.write_text(workflow_yaml(layered(n_jobs), "bench-load"))
+        size_mb = path.stat().st_size / 1e6
+        argv = [sys.executable, str(Path(__file__).resolve()), "--load-only", str(path)]
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-3:]
+        return [f"load + submit of {n_jobs} jobs: FAILED ({' | '.join(tail)})"]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    total = got["load_s"] + got["submit_s"]
+    return [
+        f"load + submit, {got['jobs']} jobs, layered, YAML {size_mb:.2f} MB, fresh process:",
+        f"  ccd.spec.load  {got['load_s']:7.2f} s",
+        f"  submit         {got['submit_s']:7.2f} s   (Limits(max_jobs=0): stores + builds graph)",
+        f"  load + submit  {total:7.2f} s   (target < {LOAD_TARGET_S:.0f} s)"
+        f"  {_verdict(total < LOAD_TARGET_S)}",
+        f"  peak RSS       {got['rss_mb']:7.0f} MB  (target < {RSS_TARGET_MB:.0f} MB)"
+        f"  {_verdict(got['rss_mb'] < RSS_TARGET_MB)}",
+    ]
+
+
+# -- profiling one engine run -------------------------------------------------------------
+
+
+def profile_engine(shape: str, n: int, concurrency: int, tmp_root: Path | None) -> None:
+    """cProfile one engine run (main thread only: SQLite work in aiosqlite's thread shows
+    as time waiting in the event loop's select)."""
+    dag = SHAPE_BUILDERS[shape](n)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    timing = time_engine(dag, concurrency, tmp_root)
+    profiler.disable()
+    print(f"profile of one engine run: {shape} N={n}, {timing.total_s:.3f} s under cProfile")
+    stats = pstats.Stats(profiler, stream=sys.stdout).strip_dirs()
+    stats.sort_stats("tottime").print_stats(30)
+    stats.sort_stats("cumulative").print_stats(40)
+
+
+# -- command line -------------------------------------------------------------------------
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=lambda s: [int(x) for x in _csv(s)],
+                        help="comma-separated N (default 100,1000,10000)")  # fmt: skip
+    parser.add_argument("--shapes", type=_csv, default=list(SHAPES),
+                        help="comma-separated, of: " + ", ".join(SHAPES))  # fmt: skip
+    parser.add_argument("--quick", action="store_true", help="sizes 100,1000 only")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure; median shown")
+    parser.add_argument("--concurrency", "-j", type=int, default=os.cpu_count() or 1,
+                        help="jobs in flight for all three (default: CPU count)")  # fmt: skip
+    parser.add_argument("--load-jobs", type=int, default=LOAD_JOBS,
+                        help="jobs in the load + submit section (0: skip it)")  # fmt: skip
+    parser.add_argument("--tmp-dir", type=Path, default=None,
+                        help="where temp state dirs go (default: the system temp dir)")  # fmt: skip
+    parser.add_argument("--profile", metavar="SHAPE:N",
+                        help="cProfile one engine run of SHAPE:N instead of the table")  # fmt: skip
+    parser.add_argument("--load-only", type=Path, metavar="FILE", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    unknown = set(args.shapes) - set(SHAPES)
+    if unknown:
+        parser.error(f"unknown shapes: {', '.join(sorted(unknown))}")
+    if args.sizes is None:
+        args.sizes = list(QUICK_SIZES if args.quick else DEFAULT_SIZES)
+    return args
+
+
+def _fs_type(path: Path) -> str:
+    """The file system type of the mount holding ``path`` (from /proc/mounts)."""
+    best, kind = "", "?"
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                fields = line.split()
+                mount = fields[1]
+                if str(path).startswith(mount) and len(mount) > len(best):
+                    best, kind = mount, fields[2]
+    except OSError:
+        pass
+    return kind
+
+
+def print_preamble(args: argparse.Namespace) -> None:
+    tmp = (args.tmp_dir or Path(tempfile.gettempdir())).resolve()
+    make = "not found"
+    if MAKE is not None:
+        make = subprocess.run([MAKE, "--version"], capture_output=True, text=True).stdout
+        make = make.splitlines()[0] if make else MAKE
+    print(f"python {platform.python_version()} on {platform.platform()}; "
+          f"{os.cpu_count()} CPUs; C = {args.concurrency} jobs in flight")  # fmt: skip
+    print(f"temp/state dirs under {tmp} ({_fs_type(tmp)}); {make}; true = {TRUE}")
+    print(f"median of {args.repeat} runs; every job runs `true`; fan = N independent jobs")
+    print(f"load average at start: {_loadavg()}")
+    print()
+
+
+def _loadavg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    logs.configure(None, console=sys.stderr, level=logging.WARNING)
+    if args.load_only is not None:
+        load_only(args.load_only)
+        return
+    if args.profile:
+        shape, _, n = args.profile.partition(":")
+        profile_engine(shape, int(n or 1000), args.concurrency, args.tmp_dir)
+        return
+    print_preamble(args)
+    print_header_row()
+    rows = []
+    for shape in args.shapes:
+        for n in args.sizes:
+            row = measure(shape, n, args.repeat, args.concurrency, args.tmp_dir)
+            rows.append(row)
+            print(format_line(_cells(row)), flush=True)
+    print()
+    print(f"load average at end of table: {_loadavg()}")
+    print("\n".join(target_lines(rows)))
+    if args.load_jobs > 0:
+        print()
+        print("\n".join(load_section(args.load_jobs, args.tmp_dir)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""The seam between the scheduler and the backends that run jobs.
+
+The scheduler knows nothing about processes, SSH or Slurm: it hands an executor a `Launch`
+(what to run, where its run directory is) and gets back a `Handle`, then awaits the attempt's
+`ExitStatus`. Every backend runs the same POSIX `sh` wrapper (`wrapper.sh`) next to the job,
+which records start and exit in the attempt's `status` file; that file is what makes reattach
+after a daemon restart exact.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from ccd.models import ExitStatus
+
+WRAPPER_NAME = "wrapper.sh"
+STATUS_NAME = "status"
+LOG_NAME = "log"
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """Everything an executor needs to start one attempt.
+
+    ``argv`` is the job's command as run inside ``run_dir`` by the wrapper, e.g.
+    ``("sh", "script.sh", "--epochs", "3")``; ``script`` is the submit-time snapshot of the
+    job's script, to be placed in the run directory under ``script.name`` (for an inline
+    `run:` command, ``inline`` holds the text and ``script`` only names the file)."""
+
+    workflow_id: str
+    job: str
+    attempt: int
+    run_dir: Path
+    script: Path
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    inline: str | None = None  # an inline command: write this text to script.name instead
+
+
+@dataclass(frozen=True, slots=True)
+class Handle:
+    """A started attempt: enough to wait for it, signal it, read its log or find it again."""
+
+    workflow_id: str
+    job: str
+    attempt: int
+    run_dir: Path
+    pid: int | None
+    host: str
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRecord:
+    """What the wrapper wrote to an attempt's ``status`` file (None where not written yet)."""
+
+    pid: int | None = None
+    start_ticks: int | None = None  # /proc/PID/stat starttime: tells a reused pid apart
+    host: str | None = None
+    started_at: float | None = None
+    exit_code: int | None = None
+    ended_at: float | None = None
+    claimed: bool = False  # a recovering daemon claimed the attempt before the wrapper ran
+
+
+def parse_status(text: str, boot_time: float | None = None) -> StatusRecord:
+    """Read a ``status`` file as the wrapper writes it (see ``wrapper.sh``).
+
+    A last line without its newline may be a write in progress and is ignored, as are
+    unknown lines, keys and unparsable values, so that newer wrappers stay readable.
+    ``boot_time`` (epoch seconds) turns the wrapper's ``uptime=`` stamps into epoch times;
+    without it only a ``time=`` stamp gives one."""
+    fields: dict[str, dict[str, str]] = {}
+    claimed = False
+    for line in text.split("\n")[:-1]:
+        kind, _, rest = line.partition(" ")
+        if kind == "claimed":
+            claimed = True
+        elif kind in ("start", "exit"):
+            fields[kind] = _key_values(rest)
+    start = fields.get("start", {})
+    end = fields.get("exit", {})
+    return StatusRecord(
+        pid=_int(start.get("pid")),
+        start_ticks=_int(start.get("ticks")),
+        host=start.get("host"),
+        started_at=_epoch(start, boot_time),
+        exit_code=_int(end.get("code")),
+        ended_at=_epoch(end, boot_time),
+        claimed=claimed,
+    )
+
+
+def _key_values(text: str) -> dict[str, str]:
+    pairs = (word.partition("=") for word in text.split())
+    return {key: value for key, sep, value in pairs if sep}
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _epoch(stamps: dict[str, str], boot_time: float | None) -> float | None:
+    uptime = _float(stamps.get("uptime"))
+    if uptime is not None and boot_time is not None:
+        return boot_time + uptime
+    return _float(stamps.get("time"))
+
+
+class Executor(Protocol):
+    """One backend. Implementations must be safe to call from many tasks at once."""
+
+    async def start(self, launch: Launch) -> Handle:
+        """Create the run directory, place wrapper and script, start the job detached."""
+        ...
+
+    async def wait(self, handle: Handle) -> ExitStatus:
+        """Return when the attempt has ended; never raises for a job that failed."""
+        ...
+
+    async def signal(self, handle: Handle, signum: int) -> None:
+        """Send ``signum`` to the attempt's whole process group; no error if it is gone."""
+        ...
+
+    async def read_log(self, handle: Handle, offset: int) -> bytes:
+        """The log's bytes from ``offset`` on (empty if nothing new)."""
+        ...
+
+    async def reattach(self, launch: Launch) -> Handle | None:
+        """Find an attempt started by an earlier daemon. None if it never started (and it
+        is then guaranteed never to start, so the caller may launch it afresh)."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections; running jobs keep running."""
+        ...
+
+
+# Backends by host type, imported lazily so that e.g. asyncssh loads only when used.
+BACKENDS: dict[str, str] = {
+    "local": "ccd.executors.local:LocalExecutor",
+}
+
+
+def backend_class(host_type: str) -> type:
+    """The executor class for a host type, imported on first use."""
+    module_name, _, class_name = BACKENDS[host_type].partition(":")
+    cls: type = getattr(importlib.import_module(module_name), class_name)
+    return cls

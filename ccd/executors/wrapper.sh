@@ -1,0 +1,81 @@
+# ccd job wrapper: sh wrapper.sh JOB_ARGV...
+#
+# Written next to every attempt and run by plain POSIX sh (dash), so nothing needs to be
+# installed on a job's host. It claims the attempt, records start and exit in ./status and
+# sends the job's output to ./log. The normal path forks nothing but the job itself: all it
+# needs is read from /proc with the `read` builtin.
+#
+# status lines (one write each, so a reader sees whole lines or a partial last one):
+#   start pid=PID ticks=STARTTIME host=HOST uptime=SECONDS   (time=EPOCH without /proc)
+#   exit code=RC uptime=SECONDS
+#   claimed            (written instead by a recovering daemon: this attempt must never run)
+
+# Local executors cannot set a spawned process's cwd (posix_spawn in Python 3.11 has no chdir),
+# so they pass the run directory here; other backends start us in it already.
+if [ -n "${CCD_RUN_DIR-}" ]; then
+    cd "$CCD_RUN_DIR" || exit 125
+fi
+
+# Trapped (not ignored: ignored signals stay ignored in the job) so that when the group is
+# signalled the job dies but we live on to record its exit: a trap runs only after the
+# foreground command returns.
+_ccd_sig=
+trap '_ccd_sig=1' HUP
+trap '_ccd_sig=2' INT
+trap '_ccd_sig=15' TERM
+
+# Sets _ccd_when to "uptime=SECONDS", or "time=EPOCH" where there is no /proc.
+_ccd_now() {
+    if [ -r /proc/uptime ]; then
+        read -r _ccd_up _ccd_rest < /proc/uptime
+        _ccd_when="uptime=$_ccd_up"
+    else
+        _ccd_when="time=$(date +%s)"
+    fi
+}
+
+# Sets _ccd_ticks to field 22 (starttime) of /proc/$$/stat, which tells our pid apart from a
+# later process that reuses it. A function, so that `set --` leaves the job's argv alone.
+_ccd_starttime() {
+    _ccd_ticks=
+    [ -r /proc/$$/stat ] || return 0
+    read -r _ccd_line < /proc/$$/stat
+    # Field 2 (comm) may hold spaces and parentheses: count fields after its last ") ".
+    set -- ${_ccd_line##*) }
+    [ $# -ge 20 ] || return 0
+    shift 19
+    _ccd_ticks=$1
+}
+
+_ccd_starttime
+if [ -r /proc/sys/kernel/hostname ]; then
+    read -r _ccd_host < /proc/sys/kernel/hostname
+else
+    _ccd_host=$(hostname)
+fi
+_ccd_now
+_ccd_start="start pid=$$"
+[ -n "$_ccd_ticks" ] && _ccd_start="$_ccd_start ticks=$_ccd_ticks"
+_ccd_start="$_ccd_start host=$_ccd_host $_ccd_when"
+
+# Claim the attempt by creating status exclusively, with the start record in the same breath.
+# If it exists, a recovering daemon claimed the attempt (or it already ran): never run twice.
+set -C
+if ! printf '%s\n' "$_ccd_start" 2>/dev/null > status; then
+    exit 0
+fi
+set +C
+
+exec >> log 2>&1 < /dev/null
+
+if [ -n "$_ccd_sig" ]; then
+    # Signalled before the job started: do not start it.
+    _ccd_rc=$((128 + _ccd_sig))
+else
+    "$@"
+    _ccd_rc=$?
+fi
+
+_ccd_now
+printf 'exit code=%s %s\n' "$_ccd_rc" "$_ccd_when" >> status
+exit "$_ccd_rc"

@@ -1,0 +1,88 @@
+"""Job and workflow states, the one transition table, and the records passed between layers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from ccd.errors import TransitionError
+
+
+class JobState(StrEnum):
+    WAITING = "waiting"  # some parent has not succeeded yet
+    READY = "ready"  # every parent succeeded; waiting for a slot (or a retry's backoff)
+    RUNNING = "running"  # an attempt was committed as started
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"  # an ancestor failed or was cancelled
+
+
+TERMINAL: frozenset[JobState] = frozenset(
+    {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.SKIPPED}
+)
+ACTIVE: frozenset[JobState] = frozenset({JobState.READY, JobState.RUNNING})
+RETRYABLE: frozenset[JobState] = frozenset({JobState.FAILED, JobState.CANCELLED, JobState.SKIPPED})
+
+# Every allowed change of a job's state. RUNNING -> READY is an automatic retry (the attempt
+# failed and the job has retries left); FAILED/CANCELLED/SKIPPED -> WAITING is a user's retry.
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.WAITING: frozenset({JobState.READY, JobState.SKIPPED, JobState.CANCELLED}),
+    JobState.READY: frozenset({JobState.RUNNING, JobState.CANCELLED}),
+    JobState.RUNNING: frozenset(
+        {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.READY}
+    ),
+    JobState.SUCCEEDED: frozenset(),
+    JobState.FAILED: frozenset({JobState.WAITING}),
+    JobState.CANCELLED: frozenset({JobState.WAITING}),
+    JobState.SKIPPED: frozenset({JobState.WAITING}),
+}
+
+
+def check_transition(job: str, old: JobState, new: JobState) -> None:
+    """Raise TransitionError unless the table allows ``old -> new``."""
+    if new not in TRANSITIONS[old]:
+        raise TransitionError(f"job '{job}': cannot go from {old} to {new}")
+
+
+class WorkflowState(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+def workflow_state(job_states: list[JobState]) -> WorkflowState:
+    """A workflow is running while any job is not terminal; then failed if any job did not
+    succeed (cancelled if the only non-successes are cancellations and skips after them)."""
+    if any(s not in TERMINAL for s in job_states):
+        return WorkflowState.RUNNING
+    if all(s is JobState.SUCCEEDED for s in job_states):
+        return WorkflowState.SUCCEEDED
+    if any(s is JobState.FAILED for s in job_states):
+        return WorkflowState.FAILED
+    return WorkflowState.CANCELLED
+
+
+@dataclass(frozen=True, slots=True)
+class ExitStatus:
+    """How an attempt ended: ``code`` for a normal exit, ``signal`` if a signal killed it.
+
+    ``reason`` explains the cases where neither tells the whole story (``timeout``,
+    ``cancelled``, ``lost``: the process vanished without an exit record)."""
+
+    code: int | None
+    signal: int | None = None
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 0 and self.signal is None and self.reason is None
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """The latest progress marker seen in a job's log."""
+
+    percent: int
+    message: str | None = None

@@ -1,0 +1,414 @@
+"""The durable job table: one aiosqlite connection, WAL, a versioned schema.
+
+This is the only module that imports aiosqlite. Reads are ``get_*``/``list_*``; all writes of
+a running engine go through `apply`, which commits one `Batch` (every state change of one turn
+of the scheduler) in one transaction, so a change is durable before the scheduler acts on it.
+
+Durability: WAL with ``synchronous=NORMAL`` survives a crash of the process (``kill -9``) with
+every committed transaction intact; only a power loss can drop the last few, which the
+reattach logic tolerates because status files on the job's host are the second witness.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from ccd.errors import NotFound, StoreError
+from ccd.models import JobState, WorkflowState
+
+_SCHEMA_V1 = """
+CREATE TABLE workflows (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    source      TEXT NOT NULL,
+    base_dir    TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    fail_fast   INTEGER NOT NULL DEFAULT 0,
+    request_id  TEXT UNIQUE,
+    created_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL
+);
+CREATE TABLE jobs (
+    workflow_id TEXT NOT NULL REFERENCES workflows(id) ON DELETE CASCADE,
+    name        TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    host        TEXT NOT NULL,
+    spec        TEXT NOT NULL,          -- JSON: what the engine needs to run it after a restart
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    exit_code   INTEGER,
+    signal      INTEGER,
+    reason      TEXT,
+    progress    INTEGER,
+    message     TEXT,
+    started_at  REAL,
+    ended_at    REAL,
+    PRIMARY KEY (workflow_id, name)
+) WITHOUT ROWID;
+CREATE INDEX jobs_unfinished ON jobs(workflow_id)
+    WHERE state IN ('waiting', 'ready', 'running');
+CREATE TABLE edges (
+    workflow_id TEXT NOT NULL REFERENCES workflows(id) ON DELETE CASCADE,
+    parent      TEXT NOT NULL,
+    child       TEXT NOT NULL,
+    PRIMARY KEY (workflow_id, parent, child)
+) WITHOUT ROWID;
+CREATE TABLE attempts (
+    workflow_id TEXT NOT NULL REFERENCES workflows(id) ON DELETE CASCADE,
+    job         TEXT NOT NULL,
+    attempt     INTEGER NOT NULL,
+    host        TEXT NOT NULL,
+    run_dir     TEXT NOT NULL,
+    started_at  REAL NOT NULL,
+    pid         INTEGER,
+    ended_at    REAL,
+    exit_code   INTEGER,
+    signal      INTEGER,
+    reason      TEXT,
+    log_offset  INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (workflow_id, job, attempt)
+) WITHOUT ROWID;
+CREATE TABLE events (
+    id          INTEGER PRIMARY KEY,
+    workflow_id TEXT NOT NULL REFERENCES workflows(id) ON DELETE CASCADE,
+    job         TEXT,                   -- NULL for a change of the workflow itself
+    at          REAL NOT NULL,
+    old         TEXT,
+    new         TEXT NOT NULL,
+    reason      TEXT
+);
+CREATE INDEX events_by_workflow ON events(workflow_id, id);
+"""
+
+# MIGRATIONS[i] takes the schema from version i to i + 1. Append, never edit.
+MIGRATIONS: list[str] = [_SCHEMA_V1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowRecord:
+    id: str
+    name: str
+    source: str
+    base_dir: str
+    state: WorkflowState
+    fail_fast: bool
+    request_id: str | None
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    workflow_id: str
+    name: str
+    state: JobState
+    host: str
+    spec: dict[str, Any]
+    attempts: int = 0
+    exit_code: int | None = None
+    signal: int | None = None
+    reason: str | None = None
+    progress: int | None = None
+    message: str | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    workflow_id: str
+    job: str
+    attempt: int
+    host: str
+    run_dir: str
+    started_at: float
+    pid: int | None = None
+    ended_at: float | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    reason: str | None = None
+    log_offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One job state change and the job columns it sets."""
+
+    workflow_id: str
+    job: str
+    old: JobState
+    new: JobState
+    at: float
+    reason: str | None = None
+    attempts: int | None = None  # set when an attempt starts
+    exit_code: int | None = None
+    signal: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressUpdate:
+    workflow_id: str
+    job: str
+    attempt: int
+    percent: int | None
+    message: str | None
+    log_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowChange:
+    workflow_id: str
+    old: WorkflowState
+    new: WorkflowState
+    at: float
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    id: int
+    workflow_id: str
+    job: str | None
+    at: float
+    old: str | None
+    new: str
+    reason: str | None
+
+
+@dataclass(slots=True)
+class Batch:
+    """Everything one turn of the scheduler changed; committed as one transaction."""
+
+    transitions: list[Transition] = field(default_factory=list)
+    attempts: list[AttemptRecord] = field(default_factory=list)  # upserted whole
+    progress: list[ProgressUpdate] = field(default_factory=list)
+    workflows: list[WorkflowChange] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.transitions or self.attempts or self.progress or self.workflows)
+
+
+def new_workflow_id() -> str:
+    """A short id a user can type: 10 hex digits (collisions retried by the caller)."""
+    return secrets.token_hex(5)
+
+
+class Store:
+    """The one connection to the state database."""
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+
+    @classmethod
+    async def open(cls, path: Path) -> Store:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = await aiosqlite.connect(path, isolation_level=None)
+        store = cls(conn, path)
+        try:
+            await store._configure()
+            await store._migrate()
+        except Exception:
+            await conn.close()
+            raise
+        return store
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    async def _configure(self) -> None:
+        for pragma in (
+            "PRAGMA journal_mode=WAL",
+            "PRAGMA synchronous=NORMAL",
+            "PRAGMA foreign_keys=ON",
+            "PRAGMA busy_timeout=5000",
+            "PRAGMA temp_store=MEMORY",
+        ):
+            await self._conn.execute(pragma)
+
+    async def _migrate(self) -> None:
+        version = await self._scalar("PRAGMA user_version")
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: schema version {version} is newer than this ccd "
+                f"understands ({SCHEMA_VERSION}); upgrade ccd"
+            )
+        for target, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            # executescript commits first; the version bump rides in the same script.
+            await self._conn.executescript(
+                f"BEGIN;\n{script}\nPRAGMA user_version={target};\nCOMMIT;"
+            )
+
+    async def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        async with self._conn.execute(sql, params) as cur:
+            row = await cur.fetchone()
+        return None if row is None else row[0]
+
+    async def _transaction(self, body: Callable[[], Awaitable[None]]) -> None:
+        await self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            await body()
+        except BaseException:
+            await self._conn.execute("ROLLBACK")
+            raise
+        await self._conn.execute("COMMIT")
+
+    # -- writes ---------------------------------------------------------------------------
+
+    async def put_workflow(
+        self, wf: WorkflowRecord, jobs: Iterable[JobRecord], edges: Iterable[tuple[str, str]]
+    ) -> None:
+        """Insert a workflow with all its jobs and edges, atomically."""
+
+        async def body() -> None:
+            await self._conn.execute(
+                "INSERT INTO workflows VALUES (?,?,?,?,?,?,?,?,?)",
+                (wf.id, wf.name, wf.source, wf.base_dir, wf.state, int(wf.fail_fast),
+                 wf.request_id, wf.created_at, wf.updated_at),
+            )  # fmt: skip
+            await self._conn.executemany(
+                "INSERT INTO jobs (workflow_id, name, state, host, spec) VALUES (?,?,?,?,?)",
+                ((wf.id, j.name, j.state, j.host, json.dumps(j.spec)) for j in jobs),
+            )
+            await self._conn.executemany(
+                "INSERT INTO edges VALUES (?,?,?)", ((wf.id, p, c) for p, c in edges)
+            )
+            await self._conn.execute(
+                "INSERT INTO events (workflow_id, at, new, reason) VALUES (?,?,?,?)",
+                (wf.id, wf.created_at, wf.state, "submitted"),
+            )
+
+        await self._transaction(body)
+
+    async def apply(self, batch: Batch) -> None:
+        """Commit one turn's changes in one transaction."""
+        if batch:
+            await self._transaction(lambda: self._write_batch(batch))
+
+    async def _write_batch(self, batch: Batch) -> None:
+        conn = self._conn
+        if batch.transitions:
+            await conn.executemany(
+                "UPDATE jobs SET state=?, reason=?, exit_code=?, signal=?,"
+                " attempts=COALESCE(?, attempts),"
+                " started_at=CASE WHEN ?='running' THEN ? ELSE started_at END,"
+                " ended_at=CASE WHEN ? IN ('succeeded','failed','cancelled','skipped')"
+                "   THEN ? ELSE NULL END,"
+                " progress=CASE WHEN ?='running' THEN NULL ELSE progress END"
+                " WHERE workflow_id=? AND name=?",
+                (
+                    (t.new, t.reason, t.exit_code, t.signal, t.attempts, t.new, t.at,
+                     t.new, t.at, t.new, t.workflow_id, t.job)
+                    for t in batch.transitions
+                ),
+            )  # fmt: skip
+            await conn.executemany(
+                "INSERT INTO events (workflow_id, job, at, old, new, reason) VALUES (?,?,?,?,?,?)",
+                ((t.workflow_id, t.job, t.at, t.old, t.new, t.reason) for t in batch.transitions),
+            )
+        if batch.attempts:
+            await conn.executemany(
+                "INSERT OR REPLACE INTO attempts VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    (a.workflow_id, a.job, a.attempt, a.host, a.run_dir, a.started_at, a.pid,
+                     a.ended_at, a.exit_code, a.signal, a.reason, a.log_offset)
+                    for a in batch.attempts
+                ),
+            )  # fmt: skip
+        if batch.progress:
+            await conn.executemany(
+                "UPDATE jobs SET progress=COALESCE(?, progress), message=COALESCE(?, message)"
+                " WHERE workflow_id=? AND name=?",
+                ((p.percent, p.message, p.workflow_id, p.job) for p in batch.progress),
+            )
+            await conn.executemany(
+                "UPDATE attempts SET log_offset=? WHERE workflow_id=? AND job=? AND attempt=?",
+                ((p.log_offset, p.workflow_id, p.job, p.attempt) for p in batch.progress),
+            )
+        if batch.workflows:
+            await conn.executemany(
+                "UPDATE workflows SET state=?, updated_at=? WHERE id=?",
+                ((w.new, w.at, w.workflow_id) for w in batch.workflows),
+            )
+            await conn.executemany(
+                "INSERT INTO events (workflow_id, at, old, new, reason) VALUES (?,?,?,?,?)",
+                ((w.workflow_id, w.at, w.old, w.new, w.reason) for w in batch.workflows),
+            )
+
+    async def delete_workflow(self, workflow_id: str) -> None:
+        async def body() -> None:
+            cur = await self._conn.execute("DELETE FROM workflows WHERE id=?", (workflow_id,))
+            if cur.rowcount == 0:
+                raise NotFound(f"no workflow '{workflow_id}'")
+
+        await self._transaction(body)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def get_workflow(self, workflow_id: str) -> WorkflowRecord:
+        async with self._conn.execute("SELECT * FROM workflows WHERE id=?", (workflow_id,)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            raise NotFound(f"no workflow '{workflow_id}'")
+        return _workflow(row)
+
+    async def find_request(self, request_id: str) -> str | None:
+        """The workflow submitted earlier under this client request id, if any."""
+        value = await self._scalar("SELECT id FROM workflows WHERE request_id=?", (request_id,))
+        return None if value is None else str(value)
+
+    async def list_workflows(self, *, unfinished_only: bool = False) -> list[WorkflowRecord]:
+        sql = "SELECT * FROM workflows"
+        if unfinished_only:
+            sql += " WHERE state='running'"
+        async with self._conn.execute(sql + " ORDER BY created_at") as cur:
+            return [_workflow(row) for row in await cur.fetchall()]
+
+    async def list_jobs(self, workflow_id: str) -> list[JobRecord]:
+        async with self._conn.execute(
+            "SELECT * FROM jobs WHERE workflow_id=?", (workflow_id,)
+        ) as cur:
+            return [_job(row) for row in await cur.fetchall()]
+
+    async def list_edges(self, workflow_id: str) -> list[tuple[str, str]]:
+        async with self._conn.execute(
+            "SELECT parent, child FROM edges WHERE workflow_id=?", (workflow_id,)
+        ) as cur:
+            return [(str(p), str(c)) for p, c in await cur.fetchall()]
+
+    async def list_attempts(self, workflow_id: str, job: str | None = None) -> list[AttemptRecord]:
+        sql, params = "SELECT * FROM attempts WHERE workflow_id=?", [workflow_id]
+        if job is not None:
+            sql, params = sql + " AND job=?", [*params, job]
+        async with self._conn.execute(sql + " ORDER BY job, attempt", params) as cur:
+            return [AttemptRecord(*row) for row in await cur.fetchall()]
+
+    async def list_events(
+        self, workflow_id: str | None = None, *, after_id: int = 0, limit: int = 10_000
+    ) -> list[EventRecord]:
+        params: list[object]
+        sql, params = "SELECT * FROM events WHERE id>?", [after_id]
+        if workflow_id is not None:
+            sql, params = sql + " AND workflow_id=?", [*params, workflow_id]
+        async with self._conn.execute(sql + " ORDER BY id LIMIT ?", [*params, limit]) as cur:
+            return [EventRecord(*row) for row in await cur.fetchall()]
+
+
+def _workflow(row: Sequence[Any]) -> WorkflowRecord:
+    wid, name, source, base_dir, state, fail_fast, request_id, created, updated = row
+    return WorkflowRecord(
+        wid, name, source, base_dir, WorkflowState(state), bool(fail_fast), request_id,
+        created, updated,
+    )  # fmt: skip
+
+
+def _job(row: Sequence[Any]) -> JobRecord:
+    wid, name, state, host, spec, *rest = row
+    return JobRecord(wid, name, JobState(state), host, json.loads(spec), *rest)

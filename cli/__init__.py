@@ -1,0 +1,1 @@
+"""ccctl, the command-line client of ccd."""

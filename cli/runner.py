@@ -1,0 +1,151 @@
+"""`ccctl run`: the engine in this process, with a live view or plain event lines."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ccd import logs, paths
+from ccd.engine import Engine
+from ccd.models import JobState
+from ccd.scheduler import JobEvent, Limits, WorkflowRun
+from ccd.spec import WorkflowSpec
+from ccd.store import Store
+from cli import render
+
+REDRAW_INTERVAL_S = 0.25
+
+
+def run_in_process(
+    spec: WorkflowSpec,
+    state_dir: Path,
+    *,
+    fail_fast: bool = False,
+    max_jobs: int | None = None,
+    live: bool = False,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Run ``spec`` to the end; return its final status (the ``--json`` shape)."""
+    return asyncio.run(_run(spec, state_dir, fail_fast, max_jobs, live, quiet))
+
+
+async def _run(
+    spec: WorkflowSpec,
+    state_dir: Path,
+    fail_fast: bool,
+    max_jobs: int | None,
+    live: bool,
+    quiet: bool,
+) -> dict[str, Any]:
+    paths.prepare_state_dir(state_dir)
+    logs.configure(state_dir / paths.LOG_NAME)
+    engine = await Engine.open(state_dir, spec.hosts, Limits(max_jobs=max_jobs))
+    try:
+        wf_id = await engine.scheduler.submit(spec, fail_fast=fail_fast)
+        async with _cancel_on_signals(engine, wf_id), _report(engine, wf_id, live, quiet):
+            await engine.scheduler.wait(wf_id)
+        status = (await engine.status(wf_id)).to_json()
+    finally:
+        await engine.close()
+    if not quiet:
+        click.echo(render.summary(status))
+    return status
+
+
+@contextlib.asynccontextmanager
+async def _cancel_on_signals(engine: Engine, wf_id: str) -> AsyncIterator[None]:
+    """Ctrl-C (or SIGTERM) cancels the workflow cleanly: process groups are killed and
+    the cancellations recorded before we exit."""
+    loop = asyncio.get_running_loop()
+
+    def cancel() -> None:
+        click.echo("\ncancelling: stopping running jobs...", err=True)
+        engine.scheduler.cancel(wf_id)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, cancel)
+    try:
+        yield
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+@contextlib.asynccontextmanager
+async def _report(engine: Engine, wf_id: str, live: bool, quiet: bool) -> AsyncIterator[None]:
+    """While the run lasts: redraw a live view on a terminal, else print event lines."""
+    if quiet:
+        yield
+        return
+    if not live:
+
+        def print_event(ev: JobEvent) -> None:
+            if ev.progress is None:  # progress ticks would flood a log file
+                click.echo(render.event_line(ev.workflow_id, ev.job, ev.state, ev.reason, ev.at))
+
+        unsubscribe = engine.scheduler.subscribe(print_event)
+        try:
+            yield
+        finally:
+            unsubscribe()
+        return
+    view = render.LiveView(sys.stdout)
+    run = engine.scheduler.workflows[wf_id]
+
+    async def redraw() -> None:
+        while True:
+            view.draw(live_status(run))
+            await asyncio.sleep(REDRAW_INTERVAL_S)
+
+    task = asyncio.create_task(redraw())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        view.draw(live_status(run))
+
+
+def live_status(run: WorkflowRun) -> dict[str, Any]:
+    """The status shape built from the scheduler's memory (no database read per frame)."""
+    return {
+        "workflow": {"id": run.id, "name": run.name, "state": run.state.value},
+        "jobs": [
+            {"name": j.name, "state": j.state.value, "progress": j.progress}
+            for j in run.jobs.values()
+        ],
+    }
+
+
+def latest_states(
+    spec: WorkflowSpec, state_dir: Path
+) -> tuple[dict[str, JobState], dict[str, int]]:
+    """Job states and progress of the newest run of this workflow file, if there is one."""
+    db = state_dir / paths.DB_NAME
+    if not db.exists():
+        return {}, {}
+    return asyncio.run(_latest_states(spec, db))
+
+
+async def _latest_states(
+    spec: WorkflowSpec, db: Path
+) -> tuple[dict[str, JobState], dict[str, int]]:
+    store = await Store.open(db)
+    try:
+        runs = [w for w in await store.list_workflows() if w.source == str(spec.source)]
+        if not runs:
+            return {}, {}
+        jobs = await store.list_jobs(runs[-1].id)
+    finally:
+        await store.close()
+    states = {j.name: j.state for j in jobs}
+    progress = {j.name: j.progress for j in jobs if j.progress is not None}
+    return states, progress

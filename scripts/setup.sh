@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Install what ccd and its tests need on a fresh Debian machine: Debian packages (graphviz),
+# then ccd itself with its test and notebook extras. Idempotent; run as root (or with sudo).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v dot >/dev/null || need_apt+=(graphviz)
+if ((${#need_apt[@]})); then
+    export DEBIAN_FRONTEND=noninteractive
+    sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_="sudo"
+    $sudo_ apt-get update -qq
+    $sudo_ apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test,notebook]'

@@ -1,0 +1,4 @@
+#!/bin/sh
+echo "# cloudmesh status=done progress=0 pid=$$"
+echo "Job a"
+echo "# cloudmesh status=done progress=100 pid=$$"

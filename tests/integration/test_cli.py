@@ -1,0 +1,146 @@
+"""ccctl validate / run / graph, end to end through the real engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cli.main import main
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((REPO / "configs" / "examples").glob("*.yaml"))
+CLOUDMESH = sorted((REPO / "tests" / "data" / "cloudmesh").glob("*/*.yaml"))
+
+
+def ccctl(*args: str | Path) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_validate_ok(write_workflow) -> None:
+    path = write_workflow("""
+        jobs:
+          a: {run: 'true'}
+          b: {run: 'true', needs: [a]}
+          c: {run: 'true', needs: [a, b]}
+    """)
+    assert ccctl("validate", path) == (0, "ok: 3 jobs, 3 edges\n", "")
+
+
+def test_validate_reports_every_problem_with_file_and_line(write_workflow) -> None:
+    path = write_workflow("""
+        jobs:
+          a: {run: 'true', neds: [b]}
+          b: {run: 'true', needs: [nope], timeout: soon}
+    """)
+    code, out, err = ccctl("validate", path)
+    assert code == 1 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 3
+    assert all(line.startswith(f"{path}:") for line in lines)
+    assert any("'neds'" in line and "needs" in line for line in lines)
+    assert any("nope" in line for line in lines)
+    assert any("timeout" in line for line in lines)
+
+
+def test_run_json_shape_and_exit_code(write_workflow, tmp_path: Path) -> None:
+    path = write_workflow("""
+        name: shape
+        jobs:
+          a: {run: 'echo "# ccd progress=50"'}
+          b: {run: 'exit 2', needs: [a]}
+          c: {run: 'true', needs: [b]}
+    """)
+    code, out, _ = ccctl("run", path, "--state-dir", tmp_path / "state", "--json")
+    assert code == 1
+    status = json.loads(out)
+    assert set(status["workflow"]) >= {"id", "name", "state"}
+    assert status["workflow"]["name"] == "shape" and status["workflow"]["state"] == "failed"
+    jobs = {j["name"]: j for j in status["jobs"]}
+    for job in jobs.values():
+        assert set(job) >= {"name", "state", "exit_code", "attempts", "progress", "host"}
+    assert (jobs["a"]["state"], jobs["a"]["progress"], jobs["a"]["host"]) == (
+        "succeeded",
+        50,
+        "local",
+    )
+    assert (jobs["b"]["state"], jobs["b"]["exit_code"], jobs["b"]["attempts"]) == ("failed", 2, 1)
+    assert (jobs["c"]["state"], jobs["c"]["attempts"]) == ("skipped", 0)
+
+
+def test_run_plain_output_has_events_and_summary(write_workflow, tmp_path: Path) -> None:
+    path = write_workflow("jobs:\n  hello: {run: 'echo hi'}\n")
+    code, out, _ = ccctl("run", path, "--state-dir", tmp_path / "state")
+    assert code == 0
+    assert " hello running" in out and " hello succeeded" in out
+    assert "JOB" in out and "DURATION" in out
+    assert out.rstrip().splitlines()[-1].startswith("workflow ")
+
+
+def test_invalid_workflow_exits_2_and_writes_nothing(write_workflow, tmp_path: Path) -> None:
+    path = write_workflow("jobs:\n  a: {run: 'true', needs: [a]}\n")
+    code, _, err = ccctl("run", path, "--state-dir", tmp_path / "state")
+    assert code == 2 and "cycle" in err
+    assert not (tmp_path / "state").exists()
+
+
+def test_graph_files_and_state_colours(write_workflow, tmp_path: Path) -> None:
+    path = write_workflow("""
+        jobs:
+          ok: {run: 'true'}
+          bad: {run: 'exit 1', needs: [ok]}
+    """)
+    state = tmp_path / "state"
+    assert ccctl("graph", path, "-o", tmp_path / "g.dot", "--state-dir", state)[0] == 0
+    assert "#CCFFCC" not in (tmp_path / "g.dot").read_text()
+    ccctl("run", path, "--state-dir", state, "--json")
+    assert ccctl("graph", path, "-o", tmp_path / "g.dot", "--state-dir", state)[0] == 0
+    dot = (tmp_path / "g.dot").read_text()
+    assert "#CCFFCC" in dot and "#FFCCCC" in dot
+    assert ccctl("graph", path, "-o", tmp_path / "g.svg", "--state-dir", state)[0] == 0
+    assert "<svg" in (tmp_path / "g.svg").read_text()
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_examples_run(example: Path, tmp_path: Path) -> None:
+    code, out, _ = ccctl("run", example, "--state-dir", tmp_path, "--json")
+    status = json.loads(out)
+    assert code == 0, status
+    assert {j["state"] for j in status["jobs"]} == {"succeeded"}
+
+
+@pytest.mark.parametrize("workflow", CLOUDMESH, ids=[p.parent.name for p in CLOUDMESH])
+def test_cloudmesh_cc_workflows_run_unchanged(workflow: Path, tmp_path: Path) -> None:
+    code, out, _ = ccctl("run", workflow, "--state-dir", tmp_path, "--json")
+    status = json.loads(out)
+    assert code == 0, status
+    assert {j["state"] for j in status["jobs"]} == {"succeeded"}
+
+
+def test_ctrl_c_cancels_and_kills_process_groups(write_workflow, tmp_path: Path) -> None:
+    marker = tmp_path / "pid"
+    path = write_workflow(f"jobs:\n  long: {{run: 'echo $$ > {marker}; sleep 300'}}\n")
+    state = tmp_path / "state"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", "run", str(path), "--state-dir", str(state)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )  # fmt: skip
+    deadline = time.monotonic() + 20
+    while not (marker.exists() and marker.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    job_pid = int(marker.read_text())
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1, err
+    assert "cancelling" in err
+    assert "long" in out and "cancelled" in out
+    with pytest.raises(ProcessLookupError):
+        os.kill(job_pid, 0)

@@ -1,0 +1,357 @@
+"""Scheduling semantics with real processes and real SQLite (no sleeps to wait for state)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ccd.engine import Engine
+from ccd.scheduler import Limits
+from tests.conftest import load_text, run_spec
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def _wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+    """Poll with a deadline (yielding to the event loop, which runs the scheduler)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.01)
+    return predicate()
+
+
+async def test_diamond_runs_in_dependency_order(write_workflow, engine_for, tmp_path: Path) -> None:
+    out = tmp_path / "order.txt"
+    spec = load_text(
+        write_workflow,
+        f"""
+        defaults: {{retries: 0}}
+        jobs:
+          a: {{run: 'echo a >> {out}'}}
+          b: {{run: 'echo b >> {out}', needs: [a]}}
+          c: {{run: 'echo c >> {out}', needs: [a]}}
+          d: {{run: 'echo d >> {out}', needs: [b, c]}}
+    """,
+    )
+    engine: Engine = await engine_for(spec)
+    jobs = await run_spec(engine, spec)
+    assert jobs[""]["state"] == "succeeded"
+    order = out.read_text().split()
+    assert order[0] == "a" and order[-1] == "d" and sorted(order[1:3]) == ["b", "c"]
+    assert all(jobs[n]["state"] == "succeeded" and jobs[n]["exit_code"] == 0 for n in "abcd")
+
+
+async def test_every_transition_is_recorded_as_an_event(write_workflow, engine_for) -> None:
+    spec = load_text(
+        write_workflow,
+        """
+        jobs:
+          a: {run: 'true'}
+          b: {run: 'true', needs: [a]}
+    """,
+    )
+    engine: Engine = await engine_for(spec)
+    wf_id = await engine.scheduler.submit(spec)
+    await engine.scheduler.wait(wf_id)
+    events = [(e.job, e.old, e.new) for e in await engine.store.list_events(wf_id)]
+    for job in ("a", "b"):
+        assert [(o, n) for j, o, n in events if j == job] == [
+            ("waiting", "ready"),
+            ("ready", "running"),
+            ("running", "succeeded"),
+        ]
+    assert events[-1] == (None, "running", "succeeded")
+
+
+async def test_independent_jobs_run_concurrently_up_to_max_jobs(
+    write_workflow, engine_for, tmp_path: Path
+) -> None:
+    # Each job marks itself active, records how many are active, then waits (bounded) until
+    # two jobs have started: if jobs did not overlap, the barrier would time out and fail.
+    active, started = tmp_path / "active", tmp_path / "started"
+    active.mkdir()
+    started.mkdir()
+    barrier = f"""
+        touch {active}/$CCD_JOB {started}/$CCD_JOB
+        ls {active} | wc -l >> {tmp_path}/counts
+        i=0
+        while [ "$(ls {started} | wc -l)" -lt 2 ]; do
+          i=$((i+1)); [ $i -gt 1000 ] && exit 9; sleep 0.01
+        done
+        rm {active}/$CCD_JOB
+    """
+    spec = load_text(
+        write_workflow,
+        "hosts: {pool: {type: local, max_jobs: 2}}\njobs:\n"
+        + "".join(f"  j{i}: {{script: barrier.sh, host: pool}}\n" for i in range(6)),
+        **{"barrier.sh": barrier},
+    )
+    engine: Engine = await engine_for(spec)
+    jobs = await run_spec(engine, spec)
+    assert jobs[""]["state"] == "succeeded", jobs
+    counts = [int(c) for c in (tmp_path / "counts").read_text().split()]
+    assert len(counts) == 6 and max(counts) <= 2
+
+
+async def test_global_limit_caps_all_hosts(write_workflow, engine_for, tmp_path: Path) -> None:
+    spec = load_text(
+        write_workflow,
+        f"""
+        jobs:
+          a: {{run: 'mkdir {tmp_path}/lock || exit 7; sleep 0.05; rmdir {tmp_path}/lock'}}
+          b: {{run: 'mkdir {tmp_path}/lock || exit 7; sleep 0.05; rmdir {tmp_path}/lock'}}
+          c: {{run: 'mkdir {tmp_path}/lock || exit 7; sleep 0.05; rmdir {tmp_path}/lock'}}
+    """,
+    )
+    engine: Engine = await engine_for(spec, Limits(max_jobs=1, retry_backoff_s=0.01))
+    jobs = await run_spec(engine, spec)
+    assert jobs[""]["state"] == "succeeded"
+
+
+async def test_failure_skips_only_descendants(write_workflow, engine_for) -> None:
+    spec = load_text(
+        write_workflow,
+        """
+        jobs:
+          a: {run: 'true'}
+          bad: {run: 'exit 3', needs: [a]}
+          child: {run: 'true', needs: [bad]}
+          grandchild: {run: 'true', needs: [child]}
+          other: {run: 'true', needs: [a]}
+          other2: {run: 'true', needs: [other]}
+    """,
+    )
+    engine: Engine = await engine_for(spec)
+    jobs = await run_spec(engine, spec)
+    assert jobs["bad"]["state"] == "failed" and jobs["bad"]["exit_code"] == 3
+    assert jobs["child"]["state"] == jobs["grandchild"]["state"] == "skipped"
+    assert jobs["other"]["state"] == jobs["other2"]["state"] == "succeeded"
+    assert jobs[""]["state"] == "failed"
+
+
+async def test_fail_fast_cancels_the_rest(write_workflow, engine_for, tmp_path: Path) -> None:
+    spec = load_text(
+        write_workflow,
+        """
+        jobs:
+          bad: {run: 'exit 1'}
+          slow: {run: 'sleep 300'}
+          after: {run: 'true', needs: [slow]}
+    """,
+    )
+    engine: Engine = await engine_for(spec)
+    jobs = await run_spec(engine, spec, fail_fast=True)
+    assert jobs["bad"]["state"] == "failed"
+    assert jobs["slow"]["state"] == "cancelled"
+    assert jobs["after"]["state"] in ("cancelled", "skipped")
+
+
+async def test_retries_count_attempts(write_workflow, engine_for, tmp_path: Path) -> None:
+    counter = tmp_path / "n"
+    spec = load_text(
+        write_workflow,
+        f"""
+        jobs:
+          flaky:
+            retries: 3
+            run: 'echo x >> {counter}; [ "$(wc -l < {counter})" -ge 3 ]'
+          never:
+            retries: 1
+            run: 'exit 4'
+    """,
+    )
+    engine: Engine = await engine_for(spec)
+    jobs = await run_spec(engine, spec)
+    assert (jobs["flaky"]["state"], jobs["flaky"]["attempts"]) == ("succeeded", 3)
+    assert (jobs["never"]["state"], jobs["never"]["attempts"]) == ("failed", 2)
+    wf_id = jobs[""]["id"]
+    attempts = await engine.store.list_attempts(wf_id, "flaky")
+    assert [(a.attempt, a.exit_code) for a in attempts] == [(1, 1), (2, 1), (3, 0)]
+    assert all(Path(a.run_dir, "log").exists() for a in attempts)
+
+
+async def test_timeout_kills_the_whole_process_group(
+    write_workflow, engine_for, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "grandchild.pid"
+    spec = load_text(
+        write_workflow,
+        f"""
+        jobs:
+          slow:
+            timeout: 0.5s
+            run: 'sh -c "sleep 300 & echo \\$! > {pidfile}; wait"'
+    """,
+    )
+    engine: Engine = await engine_for(spec)
+    jobs = await run_spec(engine, spec)
+    assert jobs["slow"]["state"] == "failed"
+    assert jobs["slow"]["reason"] == "timeout"
+    grandchild = int(pidfile.read_text())
+    assert await _wait_until(lambda: not _pid_alive(grandchild)), "grandchild sleep survived"
+
+
+async def test_timeout_escalates_to_sigkill(write_workflow, engine_for, tmp_path: Path) -> None:
+    spec = load_text(
+        write_workflow,
+        """
+        jobs:
+          stubborn:
+            timeout: 0.3s
+            run: "trap '' TERM; while :; do sleep 0.05; done"
+    """,
+    )
+    engine: Engine = await engine_for(spec, Limits(kill_grace_s=0.3))
+    jobs = await run_spec(engine, spec)
+    assert (jobs["stubborn"]["state"], jobs["stubborn"]["reason"]) == ("failed", "timeout")
+
+
+async def test_cancel_a_running_job(write_workflow, engine_for, tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    spec = load_text(
+        write_workflow,
+        f"""
+        jobs:
+          long: {{run: 'echo $$ > {marker}; sleep 300'}}
+          after: {{run: 'true', needs: [long]}}
+          free: {{run: 'true'}}
+    """,
+    )
+    engine: Engine = await engine_for(spec)
+    wf_id = await engine.scheduler.submit(spec)
+    assert await _wait_until(lambda: marker.exists() and marker.read_text().strip() != "")
+    pid = int(marker.read_text())
+    engine.scheduler.cancel(wf_id, ["long"])
+    await engine.scheduler.wait(wf_id)
+    jobs = {j.name: j for j in (await engine.status(wf_id)).jobs}
+    assert jobs["long"].state == "cancelled"
+    assert jobs["after"].state == "skipped"
+    assert jobs["free"].state == "succeeded"
+    assert await _wait_until(lambda: not _pid_alive(pid))
+
+
+async def test_cancel_whole_workflow(write_workflow, engine_for, tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    spec = load_text(
+        write_workflow,
+        f"""
+        jobs:
+          long: {{run: 'touch {marker}; sleep 300'}}
+          after: {{run: 'true', needs: [long]}}
+    """,
+    )
+    engine: Engine = await engine_for(spec)
+    wf_id = await engine.scheduler.submit(spec)
+    assert await _wait_until(marker.exists)
+    engine.scheduler.cancel(wf_id)
+    assert await engine.scheduler.wait(wf_id) == "cancelled"
+    jobs = {j.name: j.state for j in (await engine.status(wf_id)).jobs}
+    assert jobs == {"long": "cancelled", "after": "cancelled"}
+
+
+async def test_progress_markers_of_both_formats(write_workflow, engine_for) -> None:
+    spec = load_text(
+        write_workflow,
+        """
+        jobs:
+          ccd: {run: 'echo "# ccd progress=30 loading"; echo "# ccd progress=75 training"'}
+          cms: {run: 'echo "# cloudmesh status=running progress=60"'}
+          lies: {run: 'echo "# ccd progress=100"; exit 1'}
+          indented: {run: 'echo "  # ccd progress=50"'}
+    """,
+    )
+    engine: Engine = await engine_for(spec)
+    jobs = await run_spec(engine, spec)
+    assert jobs["ccd"]["progress"] == 75
+    assert jobs["cms"]["progress"] == 60
+    assert (jobs["lies"]["state"], jobs["lies"]["progress"]) == ("failed", 100)
+    assert jobs["indented"]["progress"] is None
+    wf = jobs[""]["id"]
+    [record] = [j for j in await engine.store.list_jobs(wf) if j.name == "ccd"]
+    assert record.message == "training"
+
+
+async def test_job_environment_and_args(write_workflow, engine_for, tmp_path: Path) -> None:
+    out = tmp_path / "env.txt"
+    spec = load_text(
+        write_workflow,
+        """
+        name: envtest
+        jobs:
+          show:
+            script: show.sh
+            args: ["one", "two words"]
+            env: {SEED: "42"}
+    """,
+        **{
+            "show.sh": f"""
+        echo "$CCD_WORKFLOW $CCD_JOB $CCD_ATTEMPT $SEED $#:$1:$2" > {out}
+        test "$(pwd)" = "$CCD_RUN_DIR"
+    """
+        },
+    )
+    engine: Engine = await engine_for(spec)
+    jobs = await run_spec(engine, spec)
+    assert jobs["show"]["state"] == "succeeded", jobs["show"]
+    wf_id, job, attempt, seed, args = out.read_text().split(" ", 4)
+    assert (wf_id, job, attempt, seed) == (jobs[""]["id"], "show", "1", "42")
+    assert args.strip() == "2:one:two words"
+
+
+async def test_script_is_snapshotted_at_submit(write_workflow, engine_for, tmp_path: Path) -> None:
+    gate, out = tmp_path / "gate", tmp_path / "out"
+    spec = load_text(
+        write_workflow,
+        f"""
+        jobs:
+          first: {{run: 'while [ ! -e {gate} ]; do sleep 0.01; done'}}
+          second: {{script: job.sh, needs: [first]}}
+    """,
+        **{"job.sh": f"echo original > {out}\n"},
+    )
+    engine: Engine = await engine_for(spec)
+    wf_id = await engine.scheduler.submit(spec)
+    (tmp_path / "job.sh").write_text(f"echo edited > {out}\n")
+    gate.touch()
+    await engine.scheduler.wait(wf_id)
+    assert out.read_text().strip() == "original"
+
+
+async def test_a_job_that_cannot_start_fails_cleanly(write_workflow, engine_for) -> None:
+    spec = load_text(
+        write_workflow,
+        """
+        jobs:
+          py: {script: missing_interp.py, python: /nonexistent/python}
+          after: {run: 'true', needs: [py]}
+    """,
+        **{"missing_interp.py": "print('hi')\n"},
+    )
+    engine: Engine = await engine_for(spec)
+    jobs = await run_spec(engine, spec)
+    assert jobs["py"]["state"] == "failed"
+    assert jobs["after"]["state"] == "skipped"
+
+
+async def test_ten_thousand_jobs_run_to_completion(write_workflow, engine_for) -> None:
+    lines = ["jobs:"]
+    for i in range(10_000):
+        needs = f", needs: [j{i - 100}]" if i >= 100 else ""
+        lines.append(f"  j{i}: {{run: 'true'{needs}}}")
+    spec = load_text(write_workflow, "\n".join(lines) + "\n")
+    engine: Engine = await engine_for(spec)
+    wf_id = await engine.scheduler.submit(spec)
+    assert await engine.scheduler.wait(wf_id) == "succeeded"
+    states = {j.state for j in await engine.store.list_jobs(wf_id)}
+    assert states == {"succeeded"}
+    assert (engine.store.path.parent / "runs" / wf_id / "j9999" / "1").is_dir()
