@@ -1,4 +1,4 @@
-"""The event-driven scheduler: ready-set, dispatch under limits, retries, timeouts, cancel.
+"""The event-driven scheduler: ready-set, dispatch under limits, retries, cancel, recovery.
 
 Nothing here polls the job table. Each job keeps a counter of parents that have not yet
 succeeded; a success decrements its children's counters and a counter reaching zero makes the
@@ -11,25 +11,26 @@ that changed in one turn of the event loop shares one transaction.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
-import signal
-import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import structlog
 
-from ccd.executors.base import Executor, Handle, Launch
+from ccd.attempts import Attempt, AttemptRunner
+from ccd.errors import CcdError, NotFound
+from ccd.executors.base import Executor
+from ccd.jobs import job_record, job_spec, launch_for, snapshot_scripts
 from ccd.models import (
+    RETRYABLE,
     TERMINAL,
     ExitStatus,
     JobState,
+    Progress,
     WorkflowState,
     check_transition,
     workflow_state,
@@ -50,7 +51,11 @@ from ccd.store import (
 
 log = structlog.get_logger("ccd.scheduler")
 
-INLINE_SCRIPT = "run.sh"  # the file an inline `run:` command is written to in the run dir
+NEVER_STARTED = "never started (daemon restarted before launch)"
+
+
+class Conflict(CcdError):
+    """A command that does not fit the workflow's current state (e.g. deleting a running one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,15 +90,13 @@ class JobRun:
     wf: WorkflowRun
     spec: JobSpec
     state: JobState
-    waiting_on: int  # parents that have not succeeded yet
+    waiting_on: int = 0  # parents that have not succeeded yet
     children: list[JobRun] = field(default_factory=list)
+    parents: list[JobRun] = field(default_factory=list)
     attempts: int = 0
-    handle: Handle | None = None
-    tail: LogTail | None = None
+    budget_start: int = 0  # attempts made before the current retry budget began
+    attempt: Attempt | None = None  # the attempt in flight
     progress: int | None = None
-    kill_reason: str | None = None  # "timeout" or "cancelled" once we decided to kill it
-    kill: asyncio.Future[None] | None = None  # resolved to ask the running attempt to die
-    exit: ExitStatus | None = None
 
     @property
     def name(self) -> str:
@@ -103,13 +106,16 @@ class JobRun:
 @dataclass(eq=False, slots=True)
 class WorkflowRun:
     id: str
-    name: str
-    spec: WorkflowSpec | None
+    spec: WorkflowSpec
     fail_fast: bool
     jobs: dict[str, JobRun] = field(default_factory=dict)
     unfinished: int = 0
     state: WorkflowState = WorkflowState.RUNNING
     done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
 
 
 class Scheduler:
@@ -123,9 +129,13 @@ class Scheduler:
         limits: Limits | None = None,
     ) -> None:
         self._store = store
-        self._executors = executors
         self._runs_root = runs_root
         self.limits = limits or Limits()
+        self._runner = AttemptRunner(
+            executors,
+            kill_grace_s=self.limits.kill_grace_s,
+            progress_interval_s=self.limits.progress_interval_s,
+        )
         self.workflows: dict[str, WorkflowRun] = {}
         self._ready: dict[str, deque[JobRun]] = {}
         self._running: dict[str, int] = {}  # per host, slots taken (running or starting)
@@ -135,7 +145,6 @@ class Scheduler:
         self._batch = Batch()
         self._after_commit: list[Callable[[], None]] = []
         self._flushing: asyncio.Task[None] | None = None
-        self._progress_task: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[JobEvent], None]] = []
         self._idle = asyncio.Event()
         self._idle.set()
@@ -150,7 +159,9 @@ class Scheduler:
     async def submit(
         self, spec: WorkflowSpec, *, fail_fast: bool = False, request_id: str | None = None
     ) -> str:
-        """Store a workflow (snapshotting its scripts) and start its root jobs."""
+        """Store a workflow (snapshotting its scripts) and start its root jobs.
+
+        Idempotent on ``request_id``: a repeat returns the first submission's id."""
         if request_id is not None:
             existing = await self._store.find_request(request_id)
             if existing is not None:
@@ -158,8 +169,8 @@ class Scheduler:
         wf_id = new_workflow_id()
         while wf_id in self.workflows:
             wf_id = new_workflow_id()
-        snapshots = await asyncio.to_thread(self._snapshot_scripts, wf_id, spec)
-        records = [_job_record(wf_id, job, snapshots.get(job.name)) for job in spec.jobs.values()]
+        snapshots = await asyncio.to_thread(snapshot_scripts, self._runs_root / wf_id, spec)
+        records = [job_record(wf_id, job, snapshots.get(job.name)) for job in spec.jobs.values()]
         at = time.time()
         await self._store.put_workflow(
             WorkflowRecord(
@@ -169,90 +180,148 @@ class Scheduler:
             records,
             spec.edges(),
         )  # fmt: skip
-        run = self._load_workflow(wf_id, spec.name, spec, fail_fast, records, spec.edges())
+        run = self._load(wf_id, spec, fail_fast, records)
         log.info("workflow_submitted", workflow=wf_id, name=spec.name, jobs=len(run.jobs))
-        self._start_roots(run)
+        self._make_ready(run.jobs.values())
+        self._kick()
         return wf_id
 
     async def wait(self, workflow_id: str) -> WorkflowState:
         run = self.workflows[workflow_id]
-        await run.done.wait()
+        while not run.done.is_set():
+            await run.done.wait()
+            run = self.workflows[workflow_id]  # a retry may have replaced the event
         return run.state
 
     async def run_until_idle(self) -> None:
         """Return once no job runs or waits to run and every change is committed."""
         await self._idle.wait()
 
-    def cancel(self, workflow_id: str, jobs: Iterable[str] | None = None) -> None:
+    async def recover(self) -> None:
+        """Load every unfinished workflow from the store; re-attach to running attempts."""
+        for wf in await self._store.list_workflows(unfinished_only=True):
+            run = await self._load_stored(wf)
+            latest: dict[str, AttemptRecord] = {}
+            for a in await self._store.list_attempts(wf.id):  # ordered by attempt
+                latest[a.job] = a
+                run.jobs[a.job].budget_start += a.reason == NEVER_STARTED
+            for job in run.jobs.values():
+                if job.state is JobState.RUNNING:
+                    self._resume(job, latest.get(job.name))
+                elif job.state is JobState.READY:
+                    self._enqueue(job)
+            self._make_ready(run.jobs.values())
+            log.info("workflow_recovered", workflow=wf.id, unfinished=run.unfinished)
+        self._kick()
+
+    def cancel(self, workflow_id: str, jobs: Iterable[str] | None = None) -> list[str]:
         """Cancel the named jobs (all unfinished ones if None); their descendants are skipped.
 
-        Running jobs get SIGTERM to their process group, SIGKILL after the grace period."""
-        run = self.workflows[workflow_id]
-        targets = list(run.jobs.values()) if jobs is None else [run.jobs[n] for n in jobs]
+        Running jobs get SIGTERM to their process group, SIGKILL after the grace period.
+        Returns the names of the jobs that were not already finished."""
+        run = self._get(workflow_id)
+        targets = self._named(run, jobs)
+        touched = [job.name for job in targets if job.state not in TERMINAL]
         for job in targets:
-            self._cancel_job(job)
+            self._cancel_job(job, "cancelled by user")
         self._kick()
+        return touched
+
+    async def retry(self, workflow_id: str, jobs: Iterable[str] | None = None) -> list[str]:
+        """Run failed, cancelled or skipped jobs again (all of them if None), with their
+        descendants that did not succeed. Returns the names of the jobs reset."""
+        run = self.workflows.get(workflow_id) or await self._load_stored(
+            await self._store.get_workflow(workflow_id)
+        )
+        targets = [j for j in self._named(run, jobs) if j.state in RETRYABLE]
+        if jobs is not None and len(targets) != len(set(jobs)):
+            bad = sorted(set(jobs) - {j.name for j in targets})
+            raise Conflict(f"cannot retry {', '.join(bad)}: only failed, cancelled or "
+                           "skipped jobs can be retried")  # fmt: skip
+        reset = self._with_descendants(targets)
+        for job in reset:
+            self._transition(job, JobState.WAITING, "retry requested")
+            job.budget_start = job.attempts
+        for job in reset:
+            job.waiting_on = sum(p.state is not JobState.SUCCEEDED for p in job.parents)
+        self._make_ready(reset)
+        self._kick()
+        return [j.name for j in reset]
+
+    async def delete(self, workflow_id: str) -> None:
+        """Forget a finished workflow: its rows and its run directories."""
+        run = self.workflows.get(workflow_id)
+        if run is not None and run.unfinished:
+            raise Conflict(f"workflow '{workflow_id}' is still running: cancel it first")
+        await self._store.delete_workflow(workflow_id)
+        self.workflows.pop(workflow_id, None)
+        await asyncio.to_thread(shutil.rmtree, self._runs_root / workflow_id, True)
 
     async def close(self) -> None:
         """Stop watching (running jobs keep running), commit what is pending."""
         for timer in self._timers:
             timer.cancel()
-        tasks = [*self._tasks.values(), *([self._progress_task] if self._progress_task else [])]
+        tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._runner.close()
+        if self._flushing is not None:
+            await self._flushing
         await self._commit_pending()
 
     # -- loading --------------------------------------------------------------------------
 
-    def _snapshot_scripts(self, wf_id: str, spec: WorkflowSpec) -> dict[str, Path]:
-        """Copy each script once, at submit, so later edits do not change this run.
-
-        Jobs sharing a script share its snapshot. Inline commands need no file: their text
-        is stored with the job."""
-        snap_dir = self._runs_root / wf_id / ".scripts"
-        copies: dict[Path, Path] = {}
-        result: dict[str, Path] = {}
-        for job in spec.jobs.values():
-            if job.script is None:
-                continue
-            if job.script not in copies:
-                target = snap_dir / f"{len(copies)}" / job.script.name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(job.script, target)
-                copies[job.script] = target
-            result[job.name] = copies[job.script]
-        return result
-
-    def _load_workflow(
-        self,
-        wf_id: str,
-        name: str,
-        spec: WorkflowSpec | None,
-        fail_fast: bool,
-        records: Iterable[JobRecord],
-        edges: Iterable[tuple[str, str]],
+    def _load(
+        self, wf_id: str, spec: WorkflowSpec, fail_fast: bool, records: Iterable[JobRecord]
     ) -> WorkflowRun:
-        run = WorkflowRun(wf_id, name, spec, fail_fast)
+        run = WorkflowRun(wf_id, spec, fail_fast)
         for rec in records:
-            run.jobs[rec.name] = JobRun(run, _job_spec(rec), rec.state, 0, attempts=rec.attempts)
+            run.jobs[rec.name] = JobRun(run, job_spec(rec), rec.state, attempts=rec.attempts)
             run.unfinished += rec.state not in TERMINAL
-        for parent_name, child_name in edges:
-            parent, child = run.jobs[parent_name], run.jobs[child_name]
-            parent.children.append(child)
-            child.waiting_on += parent.state is not JobState.SUCCEEDED
+        for job in run.jobs.values():
+            for parent_name in job.spec.needs:
+                parent = run.jobs[parent_name]
+                parent.children.append(job)
+                job.parents.append(parent)
+                job.waiting_on += parent.state is not JobState.SUCCEEDED
         self.workflows[wf_id] = run
         if run.unfinished == 0:
             run.state = workflow_state([j.state for j in run.jobs.values()])
             run.done.set()
         return run
 
-    def _start_roots(self, run: WorkflowRun) -> None:
-        for job in run.jobs.values():
-            if job.state is JobState.WAITING and job.waiting_on == 0:
-                self._transition(job, JobState.READY)
-                self._enqueue(job)
-        self._kick()
+    async def _load_stored(self, wf: WorkflowRecord) -> WorkflowRun:
+        records = await self._store.list_jobs(wf.id)
+        jobs = {rec.name: job_spec(rec) for rec in records}
+        spec = WorkflowSpec(wf.name, Path(wf.source), Path(wf.base_dir), jobs, {})
+        return self._load(wf.id, spec, wf.fail_fast, records)
+
+    def _get(self, workflow_id: str) -> WorkflowRun:
+        try:
+            return self.workflows[workflow_id]
+        except KeyError:
+            raise NotFound(f"no running workflow '{workflow_id}'") from None
+
+    @staticmethod
+    def _named(run: WorkflowRun, names: Iterable[str] | None) -> list[JobRun]:
+        if names is None:
+            return list(run.jobs.values())
+        missing = sorted(set(names) - set(run.jobs))
+        if missing:
+            raise NotFound(f"workflow '{run.id}' has no job {', '.join(map(repr, missing))}")
+        return [run.jobs[n] for n in dict.fromkeys(names)]
+
+    @staticmethod
+    def _with_descendants(jobs: list[JobRun]) -> list[JobRun]:
+        seen: dict[JobRun, None] = dict.fromkeys(jobs)
+        stack = list(jobs)
+        while stack:
+            for child in stack.pop().children:
+                if child not in seen and child.state in RETRYABLE:
+                    seen[child] = None
+                    stack.append(child)
+        return list(seen)
 
     # -- state changes --------------------------------------------------------------------
 
@@ -279,31 +348,48 @@ class Scheduler:
         )  # fmt: skip
         event = JobEvent(job.wf.id, job.name, new, at, reason)
         self._after_commit.append(lambda: self._announce(event))
+        if old in TERMINAL:
+            self._reopen(job.wf)
         if new in TERMINAL:
             self._finish_one(job.wf)
 
+    def _reopen(self, run: WorkflowRun) -> None:
+        run.unfinished += 1
+        if run.state is not WorkflowState.RUNNING:
+            self._set_workflow_state(run, WorkflowState.RUNNING, "retry requested")
+            run.done = asyncio.Event()
+
     def _finish_one(self, run: WorkflowRun) -> None:
         run.unfinished -= 1
-        if run.unfinished:
-            return
-        old, run.state = run.state, workflow_state([j.state for j in run.jobs.values()])
-        at = time.time()
-        self._batch.workflows.append(WorkflowChange(run.id, old, run.state, at))
-        log.info("workflow_finished", workflow=run.id, state=run.state)
-        event = JobEvent(run.id, None, run.state, at)
+        if run.unfinished == 0:
+            self._set_workflow_state(run, workflow_state([j.state for j in run.jobs.values()]))
+            self._after_commit.append(run.done.set)
+            log.info("workflow_finished", workflow=run.id, state=run.state)
+
+    def _set_workflow_state(
+        self, run: WorkflowRun, new: WorkflowState, reason: str | None = None
+    ) -> None:
+        old, run.state, at = run.state, new, time.time()
+        self._batch.workflows.append(WorkflowChange(run.id, old, new, at, reason))
+        event = JobEvent(run.id, None, new, at, reason)
         self._after_commit.append(lambda: self._announce(event))
-        self._after_commit.append(run.done.set)
 
     def _announce(self, event: JobEvent) -> None:
         for listener in list(self._listeners):
             listener(event)
 
-    def _cancel_job(self, job: JobRun, reason: str = "cancelled by user") -> None:
+    def _make_ready(self, jobs: Iterable[JobRun]) -> None:
+        for job in jobs:
+            if job.state is JobState.WAITING and job.waiting_on == 0:
+                self._transition(job, JobState.READY)
+                self._enqueue(job)
+
+    def _cancel_job(self, job: JobRun, reason: str) -> None:
         if job.state in (JobState.WAITING, JobState.READY):
             self._transition(job, JobState.CANCELLED, reason)
             self._skip_descendants(job)
-        elif job.state is JobState.RUNNING:
-            self._request_kill(job, "cancelled")
+        elif job.state is JobState.RUNNING and job.attempt is not None:
+            job.attempt.request_kill("cancelled")
 
     def _skip_descendants(self, job: JobRun) -> None:
         stack = list(job.children)
@@ -315,19 +401,16 @@ class Scheduler:
 
     def _on_attempt_end(self, job: JobRun, status: ExitStatus) -> None:
         """Decide what an ended attempt means for the job and its descendants."""
-        job.exit = status
-        job.handle = None
-        host = job.spec.host
-        self._running[host] -= 1
-        self._running_total -= 1
-        self._batch.attempts.append(self._attempt_record(job, status))
-        if job.kill_reason == "cancelled":
+        attempt, job.attempt = job.attempt, None
+        self._release_slot(job)
+        self._batch.attempts.append(self._attempt_record(job, attempt, status))
+        if attempt is not None and attempt.kill_reason == "cancelled":
             self._transition(job, JobState.CANCELLED, "cancelled by user", exit=status)
             self._skip_descendants(job)
         elif status.ok:
             self._transition(job, JobState.SUCCEEDED, exit=status)
             self._release_children(job)
-        elif job.attempts <= job.spec.retries:
+        elif job.attempts - job.budget_start <= job.spec.retries:
             self._transition(job, JobState.READY, f"retry after {_describe(status)}", exit=status)
             self._retry_later(job)
         else:
@@ -341,15 +424,11 @@ class Scheduler:
     def _release_children(self, job: JobRun) -> None:
         for child in job.children:
             child.waiting_on -= 1
-            if child.waiting_on == 0 and child.state is JobState.WAITING:
-                self._transition(child, JobState.READY)
-                self._enqueue(child)
+        self._make_ready(job.children)
 
     def _retry_later(self, job: JobRun) -> None:
-        delay = min(
-            self.limits.retry_backoff_s * 2 ** (job.attempts - 1), self.limits.retry_backoff_max_s
-        )
-        loop = asyncio.get_running_loop()
+        exponent = job.attempts - job.budget_start - 1
+        delay = min(self.limits.retry_backoff_s * 2**exponent, self.limits.retry_backoff_max_s)
 
         def fire() -> None:
             self._timers.discard(timer)
@@ -357,7 +436,7 @@ class Scheduler:
             self._kick()
             self._check_idle()
 
-        timer = loop.call_later(delay, fire)
+        timer = asyncio.get_running_loop().call_later(delay, fire)
         self._timers.add(timer)
 
     # -- dispatch -------------------------------------------------------------------------
@@ -368,6 +447,14 @@ class Scheduler:
     def _host_limit(self, host: str) -> int:
         return self.limits.host_max_jobs.get(host, self.limits.default_host_max_jobs)
 
+    def _take_slot(self, job: JobRun) -> None:
+        self._running[job.spec.host] = self._running.get(job.spec.host, 0) + 1
+        self._running_total += 1
+
+    def _release_slot(self, job: JobRun) -> None:
+        self._running[job.spec.host] -= 1
+        self._running_total -= 1
+
     def _dispatch(self) -> None:
         """Start ready jobs while their host and the global limit have room."""
         global_cap = self.limits.max_jobs
@@ -377,38 +464,59 @@ class Scheduler:
                 if global_cap is not None and self._running_total >= global_cap:
                     return
                 job = queue.popleft()
-                if job.state is JobState.READY:  # else cancelled while queued
+                if job.state is JobState.READY and job.attempt is None:  # else cancelled
                     self._start(job)
 
     def _start(self, job: JobRun) -> None:
-        host = job.spec.host
-        self._running[host] = self._running.get(host, 0) + 1
-        self._running_total += 1
+        self._take_slot(job)
         job.attempts += 1
-        job.kill_reason = None
-        job.kill = asyncio.get_running_loop().create_future()
         job.progress = None
         self._transition(job, JobState.RUNNING, f"attempt {job.attempts}")
-        launch = self._launch_for(job)
-        self._batch.attempts.append(
-            AttemptRecord(job.wf.id, job.name, job.attempts, host, str(launch.run_dir), time.time())
+        attempt = self._new_attempt(job)
+        self._batch.attempts.append(self._attempt_record(job, attempt, None))
+        self._after_commit.append(lambda: self._own(job, self._runner.run(attempt)))
+
+    def _resume(self, job: JobRun, record: AttemptRecord | None) -> None:
+        """Watch an attempt that was running when the previous daemon stopped."""
+        self._take_slot(job)
+        attempt = self._new_attempt(job)
+        if record is not None:
+            attempt.tail = LogTail(record.log_offset)
+            attempt.started_at = record.started_at
+        self._own(job, self._runner.resume(attempt))
+
+    def _new_attempt(self, job: JobRun) -> Attempt:
+        launch = launch_for(job.spec, job.wf.id, job.attempts, self._runs_root)
+        attempt = Attempt(
+            launch, job.spec.host, job.spec.timeout_s, lambda m, off: self._on_progress(job, m, off)
         )
-        self._after_commit.append(lambda: self._spawn_attempt(job, launch))
+        job.attempt = attempt
+        return attempt
 
-    def _launch_for(self, job: JobRun) -> Launch:
-        spec = job.spec
-        run_dir = self._runs_root / job.wf.id / spec.name / str(job.attempts)
-        script = spec.script if spec.script is not None else run_dir / INLINE_SCRIPT
-        return Launch(
-            job.wf.id, spec.name, job.attempts, run_dir, script, _argv(spec, script.name),
-            spec.env, inline=spec.run,
-        )  # fmt: skip
+    def _own(self, job: JobRun, outcome: Awaitable[ExitStatus | None]) -> None:
+        """Run an attempt as a task owned by the job; its end feeds `_on_attempt_end`."""
 
-    def _spawn_attempt(self, job: JobRun, launch: Launch) -> None:
-        task = asyncio.create_task(self._run_attempt(job, launch), name=f"{job.wf.id}/{job.name}")
+        async def follow() -> None:
+            status = await outcome
+            if status is None:
+                self._relaunch_never_started(job)
+            else:
+                self._on_attempt_end(job, status)
+
+        task = asyncio.create_task(follow(), name=f"{job.wf.id}/{job.name}")
         self._tasks[job] = task
         task.add_done_callback(lambda t: self._reap(job, t))
-        self._ensure_progress_task()
+
+    def _relaunch_never_started(self, job: JobRun) -> None:
+        attempt, job.attempt = job.attempt, None
+        self._release_slot(job)
+        self._batch.attempts.append(
+            self._attempt_record(job, attempt, ExitStatus(None, reason=NEVER_STARTED))
+        )
+        job.budget_start += 1
+        self._transition(job, JobState.READY, NEVER_STARTED)
+        self._enqueue(job)
+        self._kick()
 
     def _reap(self, job: JobRun, task: asyncio.Task[None]) -> None:
         if self._tasks.get(job) is task:
@@ -417,79 +525,11 @@ class Scheduler:
         if not task.cancelled() and (error := task.exception()) is not None:
             log.error("attempt_crashed", workflow=job.wf.id, job=job.name, exc_info=error)
 
-    # -- one attempt ----------------------------------------------------------------------
-
-    async def _run_attempt(self, job: JobRun, launch: Launch) -> None:
-        executor = self._executors[job.spec.host]
-        try:
-            handle = await executor.start(launch)
-        except Exception as exc:  # a job that cannot start is a failed job, not a crash
-            log.warning("attempt_start_failed", workflow=job.wf.id, job=job.name, error=str(exc))
-            self._on_attempt_end(job, ExitStatus(None, reason=f"could not start: {exc}"))
-            return
-        job.handle = handle
-        job.tail = LogTail()
-        self._batch.attempts.append(self._attempt_record(job, None))
-        status = await self._supervise(job, executor, handle)
-        await self._read_progress(job, executor, handle)
-        if job.kill_reason is not None and status.reason is None:
-            status = ExitStatus(status.code, status.signal, job.kill_reason)
-        self._on_attempt_end(job, status)
-
-    async def _supervise(self, job: JobRun, executor: Executor, handle: Handle) -> ExitStatus:
-        """Wait for the attempt; on timeout or a kill request, SIGTERM its process group and
-        SIGKILL it if it outlives the grace period."""
-        waiter = asyncio.ensure_future(executor.wait(handle))
-        try:
-            assert job.kill is not None
-            either: list[asyncio.Future[Any]] = [waiter, job.kill]
-            await asyncio.wait(either, timeout=job.spec.timeout_s,
-                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
-            if not waiter.done():
-                if job.kill_reason is None:
-                    job.kill_reason = "timeout"
-                log.info("attempt_kill", workflow=job.wf.id, job=job.name, why=job.kill_reason)
-                await executor.signal(handle, signal.SIGTERM)
-                await asyncio.wait({waiter}, timeout=self.limits.kill_grace_s)
-                if not waiter.done():
-                    await executor.signal(handle, signal.SIGKILL)
-            return await waiter
-        finally:
-            waiter.cancel()
-
-    def _request_kill(self, job: JobRun, reason: str) -> None:
-        if job.kill_reason is None:
-            job.kill_reason = reason
-        if job.kill is not None and not job.kill.done():
-            job.kill.set_result(None)
-
-    # -- progress -------------------------------------------------------------------------
-
-    def _ensure_progress_task(self) -> None:
-        if self._progress_task is None or self._progress_task.done():
-            self._progress_task = asyncio.create_task(self._progress_loop())
-            self._progress_task.add_done_callback(_surface_error)
-
-    async def _progress_loop(self) -> None:
-        """Read running jobs' new log bytes now and then; exits when nothing runs."""
-        while self._tasks:
-            await asyncio.sleep(self.limits.progress_interval_s)
-            for job in [j for j in self._tasks if j.handle is not None]:
-                assert job.handle is not None
-                await self._read_progress(job, self._executors[job.spec.host], job.handle)
-
-    async def _read_progress(self, job: JobRun, executor: Executor, handle: Handle) -> None:
-        tail = job.tail
-        if tail is None:
-            return
-        data = await executor.read_log(handle, tail.offset)
-        marker = tail.feed(data)
-        if marker is None or (marker.percent == job.progress and marker.message is None):
-            return
+    def _on_progress(self, job: JobRun, marker: Progress, offset: int) -> None:
         job.progress = marker.percent
         self._batch.progress.append(
             ProgressUpdate(
-                job.wf.id, job.name, job.attempts, marker.percent, marker.message, tail.offset
+                job.wf.id, job.name, job.attempts, marker.percent, marker.message, offset
             )
         )
         event = JobEvent(job.wf.id, job.name, job.state, time.time(), progress=marker.percent)
@@ -504,12 +544,14 @@ class Scheduler:
         if self._flushing is None and (self._batch or self._after_commit):
             self._idle.clear()
             self._flushing = asyncio.create_task(self._flush())
-            self._flushing.add_done_callback(_surface_error)
 
     async def _flush(self) -> None:
         try:
             while self._batch or self._after_commit:
                 await self._commit_pending()
+        except Exception:
+            log.exception("commit_failed")
+            raise
         finally:
             self._flushing = None
             self._check_idle()
@@ -526,22 +568,22 @@ class Scheduler:
             action()
         self._dispatch()
 
-    def _attempt_record(self, job: JobRun, status: ExitStatus | None) -> AttemptRecord:
-        run_dir = self._runs_root / job.wf.id / job.name / str(job.attempts)
-        pid = job.handle.pid if job.handle else None
+    def _attempt_record(
+        self, job: JobRun, attempt: Attempt | None, status: ExitStatus | None
+    ) -> AttemptRecord:
+        handle = attempt.handle if attempt else None
+        now = time.time()
         return AttemptRecord(
-            job.wf.id, job.name, job.attempts, job.spec.host, str(run_dir), time.time(), pid,
-            ended_at=time.time() if status else None,
+            job.wf.id, job.name, job.attempts, job.spec.host,
+            str(attempt.launch.run_dir) if attempt else "",
+            attempt.started_at if attempt else now,
+            pid=handle.pid if handle else None,
+            ended_at=now if status else None,
             exit_code=status.code if status else None,
             signal=status.signal if status else None,
             reason=status.reason if status else None,
-            log_offset=job.tail.offset if job.tail else 0,
+            log_offset=attempt.tail.resume_offset if attempt else 0,
         )  # fmt: skip
-
-
-def _surface_error(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("task_crashed", task=task.get_name(), exc_info=task.exception())
 
 
 def _describe(status: ExitStatus) -> str:
@@ -550,48 +592,3 @@ def _describe(status: ExitStatus) -> str:
     if status.signal is not None:
         return f"killed by signal {status.signal}"
     return f"exit code {status.code}"
-
-
-def _argv(spec: JobSpec, script_name: str) -> tuple[str, ...]:
-    """The job's command line inside its run dir. ``./`` keeps a name like ``-x.sh`` from
-    being read as an option."""
-    path = f"./{script_name}"
-    if spec.kind == "py":
-        return (spec.python, path, *spec.args)
-    if spec.kind == "ipynb":
-        return (sys.executable, "-m", "ccd.notebook", path, *spec.args)
-    shell = "bash" if spec.kind == "sh" and _wants_bash(spec.script) else "sh"
-    return (shell, path, *spec.args)
-
-
-def _wants_bash(script: Path | None) -> bool:
-    if script is None:
-        return False
-    with contextlib.suppress(OSError), script.open("rb") as f:
-        return b"bash" in f.readline()
-    return False
-
-
-def _job_record(wf_id: str, job: JobSpec, snapshot: Path | None) -> JobRecord:
-    spec = {
-        "kind": job.kind,
-        "run": job.run,
-        "script": str(snapshot) if snapshot else None,
-        "args": list(job.args),
-        "env": dict(job.env),
-        "needs": list(job.needs),
-        "retries": job.retries,
-        "timeout_s": job.timeout_s,
-        "python": job.python,
-    }
-    return JobRecord(wf_id, job.name, JobState.WAITING, job.host, spec)
-
-
-def _job_spec(rec: JobRecord) -> JobSpec:
-    s = rec.spec
-    return JobSpec(
-        name=rec.name, kind=s["kind"], run=s["run"],
-        script=Path(s["script"]) if s["script"] else None, args=tuple(s["args"]),
-        env=s["env"], needs=tuple(s["needs"]), host=rec.host, retries=s["retries"],
-        timeout_s=s["timeout_s"], python=s["python"],
-    )  # fmt: skip

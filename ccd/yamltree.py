@@ -268,10 +268,7 @@ def as_names(node: Node) -> list[tuple[str, int]]:
 
 def as_count(node: Node) -> int:
     value = as_scalar(node, "a non-negative integer")
-    if (
-        not (isinstance(node, Scalar) and node.plain and _INT_RE.fullmatch(value))
-        or int(value) < 0
-    ):
+    if not (isinstance(node, Scalar) and node.plain and _INT_RE.fullmatch(value)) or int(value) < 0:
         raise Bad(f"expected a non-negative integer, got {describe(node)}")
     return int(value)
 

@@ -40,6 +40,9 @@ SHELL = "/bin/sh"
 # A status file exists but is still empty only between the wrapper's exclusive create and its
 # write of the start record, microseconds apart; wait this long before calling it lost.
 STARTING_GRACE_S = 1.0
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+# Float rounding in epoch seconds, far below the 1/100 s steps of the clocks compared.
+_CLOCK_SLACK_S = 0.001
 # Exit codes above 128 up to this are read as "killed by signal code-128" (the sh convention).
 _MAX_SIGNAL = 64
 
@@ -112,6 +115,26 @@ def proc_start_ticks(pid: int) -> int | None:
         return int(fields[19])
     except (IndexError, ValueError):
         return None
+
+
+def same_process(pid: int, record: StatusRecord) -> bool:
+    """Whether ``pid`` is still the wrapper that wrote ``record``, not a later process that
+    reuses its pid.
+
+    With ``ticks`` recorded, the process start times must match exactly. Without, the
+    process must have started no later than the wrapper's recorded start: the wrapper was
+    alive then, so any other holder of its pid started after it died. (Both clocks count
+    from boot in 1/100 s steps; a false match would need the pid space to wrap within one.)
+    """
+    ticks = proc_start_ticks(pid)
+    if ticks is None:
+        return False
+    if record.start_ticks is not None:
+        return ticks == record.start_ticks
+    boot_time = local_boot_time()
+    if record.started_at is None or boot_time is None:
+        return False
+    return boot_time + ticks / _CLK_TCK <= record.started_at + _CLOCK_SLACK_S
 
 
 def exit_status(record: StatusRecord, wait_status: int | None) -> ExitStatus:
@@ -223,7 +246,10 @@ class LocalExecutor:
         _make_dir(run_dir)
         wrapper = run_dir / WRAPPER_NAME
         self._wrapper_source = _place_wrapper(wrapper, self._wrapper_source)
-        _place_script(launch.script, run_dir / launch.script.name)
+        if launch.inline is not None:
+            _write_new_file(run_dir / launch.script.name, launch.inline.encode(), 0o644)
+        else:
+            _place_script(launch.script, run_dir / launch.script.name)
         return os.posix_spawn(
             SHELL,
             [b"sh", bytes(wrapper), *map(os.fsencode, launch.argv)],
@@ -250,7 +276,7 @@ class LocalExecutor:
         done = asyncio.get_running_loop().create_future()
         watch = _Watch(pid=record.pid, done=done)
         if record.exit_code is None and record.pid is not None:
-            pidfd = _open_verified_pidfd(record.pid, record.start_ticks)
+            pidfd = _open_verified_pidfd(record.pid, record)
             if pidfd is not None:
                 watch.pidfd = pidfd
                 self._watch_pid(watch)
@@ -289,10 +315,7 @@ class LocalExecutor:
         record = _read_record(handle.run_dir)
         if record.exit_code is not None or record.pid is None:
             return None
-        ticks = proc_start_ticks(record.pid)
-        if ticks is None or ticks != record.start_ticks:
-            return None
-        return record.pid
+        return record.pid if same_process(record.pid, record) else None
 
 
 def _key(attempt: Launch | Handle) -> _Key:
@@ -424,7 +447,7 @@ async def _await_start_record(status_path: Path, text: str) -> str:
     return text
 
 
-def _open_verified_pidfd(pid: int, start_ticks: int | None) -> int | None:
+def _open_verified_pidfd(pid: int, record: StatusRecord) -> int | None:
     """A pidfd for ``pid`` if it is still the process that wrote the status file.
 
     The pidfd is opened before the check, so if the check passes the pidfd refers to that
@@ -433,7 +456,7 @@ def _open_verified_pidfd(pid: int, start_ticks: int | None) -> int | None:
         pidfd = os.pidfd_open(pid)
     except ProcessLookupError:
         return None
-    if start_ticks is None or proc_start_ticks(pid) != start_ticks:
+    if not same_process(pid, record):
         os.close(pidfd)
         return None
     return pidfd

@@ -18,7 +18,9 @@ fi
 
 # Trapped (not ignored: ignored signals stay ignored in the job) so that when the group is
 # signalled the job dies but we live on to record its exit: a trap runs only after the
-# foreground command returns.
+# foreground command returns. One gap no sh can close: a signal landing between our fork and
+# the job's exec (microseconds) is taken by this trap in the child and never reaches the job,
+# which is why a cancel escalates to SIGKILL after a grace period.
 _ccd_sig=
 trap '_ccd_sig=1' HUP
 trap '_ccd_sig=2' INT
@@ -36,6 +38,8 @@ _ccd_now() {
 
 # Sets _ccd_ticks to field 22 (starttime) of /proc/$$/stat, which tells our pid apart from a
 # later process that reuses it. A function, so that `set --` leaves the job's argv alone.
+# dash's `read` takes one byte per read(2), so this ~300-byte line is most of our syscalls;
+# local.same_process can check identity from the uptime= stamp alone if ever dropped.
 _ccd_starttime() {
     _ccd_ticks=
     [ -r /proc/$$/stat ] || return 0

@@ -18,6 +18,7 @@ from cli.main import main
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "configs" / "examples").glob("*.yaml"))
 CLOUDMESH = sorted((REPO / "tests" / "data" / "cloudmesh").glob("*/*.yaml"))
+CLOUDMESH_BIN = REPO / "tests" / "data" / "cloudmesh-bin"
 
 
 def ccctl(*args: str | Path) -> tuple[int, str, str]:
@@ -117,12 +118,20 @@ def test_examples_run(example: Path, tmp_path: Path) -> None:
     assert {j["state"] for j in status["jobs"]} == {"succeeded"}
 
 
-@pytest.mark.parametrize("workflow", CLOUDMESH, ids=[p.parent.name for p in CLOUDMESH])
-def test_cloudmesh_cc_workflows_run_unchanged(workflow: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workflow", CLOUDMESH, ids=[f"{p.parent.name}/{p.name}" for p in CLOUDMESH])
+def test_cloudmesh_cc_workflows_run_unchanged(
+    workflow: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The scripts call `cms progress N` (a stand-in prints what cloudmesh's prints) and
+    # import cloudmesh.common (installed by the test extra).
+    monkeypatch.setenv("PATH", f"{CLOUDMESH_BIN}{os.pathsep}{os.environ['PATH']}")
     code, out, _ = ccctl("run", workflow, "--state-dir", tmp_path, "--json")
     status = json.loads(out)
     assert code == 0, status
     assert {j["state"] for j in status["jobs"]} == {"succeeded"}
+    if workflow.name == "workflow-clean.yaml":  # the .sh -> .py -> .ipynb chain
+        progress = {j["name"]: j["progress"] for j in status["jobs"]}
+        assert progress["b.sh"] == progress["c.py"] == progress["d.ipynb"] == 100
 
 
 def test_ctrl_c_cancels_and_kills_process_groups(write_workflow, tmp_path: Path) -> None:

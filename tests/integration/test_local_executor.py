@@ -18,7 +18,13 @@ import pytest
 
 import ccd
 from ccd.executors.base import STATUS_NAME, WRAPPER_NAME, Launch, StatusRecord, parse_status
-from ccd.executors.local import LocalExecutor, local_boot_time, proc_start_ticks, wrapper_text
+from ccd.executors.local import (
+    LocalExecutor,
+    local_boot_time,
+    proc_start_ticks,
+    same_process,
+    wrapper_text,
+)
 from ccd.models import ExitStatus
 
 DEADLINE_S = 10.0
@@ -92,6 +98,24 @@ def write_notebook(path: Path, *cells: str) -> None:
 def reap(pid: int) -> None:
     """Collect a child that has already exited (so it blocks for no time)."""
     os.waitpid(pid, 0)
+
+
+def job_running(wrapper_pid: int, comm: str) -> bool:
+    """True once the wrapper has a child that has exec'd ``comm``. Signal tests wait for this:
+    a signal sent in the gap between the wrapper's fork and the job's exec is lost (see
+    wrapper.sh), which the scheduler covers by escalating to SIGKILL."""
+    pid = wrapper_pid
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        return False
+    for child in children:
+        try:
+            if Path(f"/proc/{child}/comm").read_text().strip() == comm:
+                return True
+        except FileNotFoundError:
+            continue
+    return False
 
 
 def started(launch: Launch) -> bool:
@@ -197,9 +221,10 @@ async def test_sigterm_kills_the_whole_group(
 async def test_wrapper_outlives_the_signals_it_traps(
     executor: LocalExecutor, make_launch: MakeLaunch, signum: signal.Signals
 ) -> None:
-    launch = make_launch("sleep 300\n")
+    launch = make_launch("exec sleep 300\n")
     handle = await executor.start(launch)
-    await eventually(lambda: started(launch), "the start record")
+    assert handle.pid is not None
+    await eventually(lambda: job_running(handle.pid, "sleep"), "the job to run")
     await executor.signal(handle, signum)
     assert await executor.wait(handle) == ExitStatus(code=128 + signum, signal=signum)
 
@@ -209,7 +234,7 @@ async def test_job_starts_with_default_signal_dispositions(
 ) -> None:
     # Python ignores SIGPIPE, and a daemon started in the background ignores SIGINT: neither
     # may leak into jobs (a `yes | head` must end by SIGPIPE, a cancel must be trappable).
-    launch = make_launch("grep -E '^Sig(Ign|Blk)' /proc/$$/status\n")
+    launch = make_launch("grep -E '^Sig(Ign|Blk)' /proc/self/status\n")
     assert await executor.wait(await executor.start(launch)) == ExitStatus(code=0)
     masks = dict(line.split(":") for line in log_text(launch).splitlines())
     # Only standard signals (1-31): 32 and up belong to libc and the container runtime.
@@ -333,11 +358,11 @@ async def test_reattach_running_attempt(make_launch: MakeLaunch) -> None:
 
 
 async def test_signal_reattached_attempt(make_launch: MakeLaunch) -> None:
-    launch = make_launch("sleep 300\n")
+    launch = make_launch("exec sleep 300\n")
     first = LocalExecutor()
     handle = await first.start(launch)
     assert handle.pid is not None
-    await eventually(lambda: started(launch), "the start record")
+    await eventually(lambda: job_running(handle.pid, "sleep"), "the job to run")
     await first.close()
 
     second = LocalExecutor()
@@ -474,6 +499,29 @@ def test_notebook_failing_cell(tmp_path: Path) -> None:
     assert "ValueError: bad cell" in result.stderr
     assert "\x1b[" not in result.stderr
     assert (tmp_path / "result.ipynb").exists()
+
+
+def test_same_process_by_ticks() -> None:
+    ticks = proc_start_ticks(os.getpid())
+    assert ticks is not None
+    assert same_process(os.getpid(), StatusRecord(pid=os.getpid(), start_ticks=ticks))
+    assert not same_process(os.getpid(), StatusRecord(pid=os.getpid(), start_ticks=ticks + 1))
+
+
+def test_same_process_by_start_time() -> None:
+    # Without ticks: the pid's holder must have started no later than the recorded start.
+    ticks = proc_start_ticks(os.getpid())
+    boot_time = local_boot_time()
+    assert ticks is not None and boot_time is not None
+    our_start = boot_time + ticks / os.sysconf("SC_CLK_TCK")
+    assert same_process(os.getpid(), StatusRecord(pid=os.getpid(), started_at=our_start + 0.05))
+    assert same_process(os.getpid(), StatusRecord(pid=os.getpid(), started_at=our_start))
+    assert not same_process(os.getpid(), StatusRecord(pid=os.getpid(), started_at=our_start - 1))
+    assert not same_process(os.getpid(), StatusRecord(pid=os.getpid()))
+
+
+def test_same_process_gone() -> None:
+    assert not same_process(2**22 + 1, StatusRecord(start_ticks=1))  # above any pid_max
 
 
 # parse_status: pure

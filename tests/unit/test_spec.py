@@ -453,6 +453,59 @@ def test_the_local_host_always_exists_and_can_be_limited(tmp_path: Path) -> None
     assert spec.hosts == {"local": HostSpec("local", "local", 2)}
 
 
+CONFIG_HOSTS = {
+    "local": HostSpec("local", "local", 8),
+    "gpu": HostSpec("gpu", "local", 2),
+    "idle": HostSpec("idle", "local"),
+}
+
+
+def test_jobs_may_name_hosts_known_from_elsewhere(tmp_path: Path) -> None:
+    path = write(tmp_path, "jobs:\n  a: {run: x, host: gpu}\n  b: {run: y, needs: a}\n")
+    spec = load(path, extra_hosts=CONFIG_HOSTS)
+    assert spec.jobs["a"].host == "gpu"
+    # the extra hosts that jobs use, and local (the config's, over the built-in one)
+    assert spec.hosts == {
+        "local": HostSpec("local", "local", 8),
+        "gpu": HostSpec("gpu", "local", 2),
+    }
+    problem = only(problems_of(tmp_path, path.read_text()))  # without them: unknown
+    assert (problem.line, problem.job, problem.field) == (2, "a", "host")
+    assert problem.message == "unknown host 'gpu'"
+
+
+def test_extra_hosts_in_defaults_and_in_suggestions(tmp_path: Path) -> None:
+    text = "defaults: {host: gpu}\njobs:\n  a: {run: x}\n  b: {run: y, host: idel}\n"
+    with pytest.raises(SpecError) as info:
+        parse(text, source=tmp_path / "wf.yaml", base_dir=tmp_path, extra_hosts=CONFIG_HOSTS)
+    assert only(info.value.problems).message == "unknown host 'idel' (did you mean 'idle'?)"
+    spec = parse(
+        text.replace("idel", "idle"),
+        source=tmp_path / "wf.yaml",
+        base_dir=tmp_path,
+        extra_hosts=CONFIG_HOSTS,
+    )
+    assert [job.host for job in spec.jobs.values()] == ["gpu", "idle"]
+    assert list(spec.hosts) == ["local", "gpu", "idle"]
+
+
+def test_the_files_own_host_wins_over_an_extra_one(tmp_path: Path) -> None:
+    text = """
+        hosts: {gpu: {type: local, max_jobs: 1}, local: {type: local, max_jobs: 3}}
+        jobs: {a: {run: x, host: gpu}}
+        """
+    spec = load(write(tmp_path, text), extra_hosts=CONFIG_HOSTS)
+    assert spec.hosts == {
+        "local": HostSpec("local", "local", 3),
+        "gpu": HostSpec("gpu", "local", 1),
+    }
+
+
+def test_cloudmesh_jobs_run_on_the_configured_local_host() -> None:
+    spec = load(DATA / "abc" / "workflow-a-b.yaml", extra_hosts=CONFIG_HOSTS)
+    assert spec.hosts == {"local": HostSpec("local", "local", 8)}
+
+
 @pytest.mark.parametrize(
     ("value", "field", "message"),
     [
@@ -557,7 +610,7 @@ def test_pure_python_yaml_gives_the_same_result(
 ) -> None:
     text = "jobs:\n  a: &t {run: x, retries: 1}\n  b: {<<: *t, needs: a}\n  b: {run: y}\n"
     fast = problems_of(tmp_path, text)
-    monkeypatch.setattr("ccd.spec._Loader", yaml.SafeLoader)  # PyYAML built without libyaml
+    monkeypatch.setattr("ccd.yamltree._Loader", yaml.SafeLoader)  # PyYAML built without libyaml
     assert problems_of(tmp_path, text) == fast
     assert load(DATA / "abc" / "workflow-a-b.yaml").edges() == [("a", "b"), ("b", "c")]
     assert only(problems_of(tmp_path, "jobs:\n  a: {run: x\n")).line == 3

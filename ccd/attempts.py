@@ -1,0 +1,151 @@
+"""Running one attempt of a job on its executor: start or re-attach, time out, kill, and read
+progress from its log as it grows.
+
+The scheduler decides *what* runs; this module sees an attempt through to its `ExitStatus`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from ccd.executors.base import Executor, Handle, Launch
+from ccd.models import ExitStatus, Progress
+from ccd.progress import LogTail
+
+log = structlog.get_logger("ccd.attempts")
+
+
+@dataclass(eq=False, slots=True)
+class Attempt:
+    """One attempt in flight. ``kill`` is resolved to ask it to die (see `request_kill`)."""
+
+    launch: Launch
+    host: str
+    timeout_s: float | None
+    on_progress: Callable[[Progress, int], None]  # (marker, log offset to resume from)
+    tail: LogTail = field(default_factory=LogTail)
+    started_at: float = field(default_factory=time.time)
+    handle: Handle | None = None
+    kill_reason: str | None = None
+    kill: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    def request_kill(self, reason: str) -> None:
+        if self.kill_reason is None:
+            self.kill_reason = reason
+        if not self.kill.done():
+            self.kill.set_result(None)
+
+
+class AttemptRunner:
+    """Sees attempts through on their executors; one progress reader for all of them."""
+
+    def __init__(
+        self,
+        executors: Mapping[str, Executor],
+        *,
+        kill_grace_s: float,
+        progress_interval_s: float,
+    ) -> None:
+        self._executors = executors
+        self._kill_grace_s = kill_grace_s
+        self._progress_interval_s = progress_interval_s
+        self._live: set[Attempt] = set()
+        self._progress_task: asyncio.Task[None] | None = None
+
+    async def run(self, attempt: Attempt) -> ExitStatus:
+        """Start the attempt and wait for its end; a job that cannot start is a failure."""
+        executor = self._executors[attempt.host]
+        try:
+            attempt.handle = await executor.start(attempt.launch)
+        except Exception as exc:  # a job that cannot start is a failed job, not a crash
+            log.warning("attempt_start_failed", job=attempt.launch.job, error=str(exc))
+            return ExitStatus(None, reason=f"could not start: {exc}")
+        return await self._follow(attempt, executor, attempt.timeout_s)
+
+    async def resume(self, attempt: Attempt) -> ExitStatus | None:
+        """Re-attach to an attempt an earlier daemon started; None if it never started
+        (it then never will: the executor has made sure)."""
+        executor = self._executors[attempt.host]
+        attempt.handle = await executor.reattach(attempt.launch)
+        if attempt.handle is None:
+            return None
+        timeout_s = attempt.timeout_s
+        if timeout_s is not None:
+            timeout_s = max(0.0, timeout_s - (time.time() - attempt.started_at))
+        return await self._follow(attempt, executor, timeout_s)
+
+    async def close(self) -> None:
+        if self._progress_task is not None:
+            self._progress_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._progress_task
+
+    async def _follow(
+        self, attempt: Attempt, executor: Executor, timeout_s: float | None
+    ) -> ExitStatus:
+        assert attempt.handle is not None
+        self._live.add(attempt)
+        self._ensure_progress_reader()
+        try:
+            status = await self._supervise(attempt, executor, attempt.handle, timeout_s)
+        finally:
+            self._live.discard(attempt)
+        await self._read_progress(attempt, executor, attempt.handle)
+        if attempt.kill_reason is not None:  # we killed it: that is the reason, not "lost"
+            status = ExitStatus(status.code, status.signal, attempt.kill_reason)
+        return status
+
+    async def _supervise(
+        self, attempt: Attempt, executor: Executor, handle: Handle, timeout_s: float | None
+    ) -> ExitStatus:
+        """Wait for the end; on timeout or a kill request, SIGTERM the process group and
+        SIGKILL it if it outlives the grace period."""
+        waiter = asyncio.ensure_future(executor.wait(handle))
+        try:
+            either: list[asyncio.Future[Any]] = [waiter, attempt.kill]
+            await asyncio.wait(either, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+            if not waiter.done():
+                if attempt.kill_reason is None:
+                    attempt.kill_reason = "timeout"
+                log.info("attempt_kill", job=attempt.launch.job, why=attempt.kill_reason)
+                await executor.signal(handle, signal.SIGTERM)
+                await asyncio.wait([waiter], timeout=self._kill_grace_s)
+                if not waiter.done():
+                    await executor.signal(handle, signal.SIGKILL)
+            return await waiter
+        finally:
+            waiter.cancel()
+
+    def _ensure_progress_reader(self) -> None:
+        if self._progress_task is None or self._progress_task.done():
+            self._progress_task = asyncio.create_task(self._progress_loop())
+
+    async def _progress_loop(self) -> None:
+        """Read live attempts' new log bytes now and then; ends when none is left."""
+        while self._live:
+            await asyncio.sleep(self._progress_interval_s)
+            for attempt in list(self._live):
+                assert attempt.handle is not None
+                executor = self._executors[attempt.host]
+                try:
+                    await self._read_progress(attempt, executor, attempt.handle)
+                except OSError as exc:  # a vanished run dir must not stop the others
+                    log.warning("progress_read_failed", job=attempt.launch.job, error=str(exc))
+
+    @staticmethod
+    async def _read_progress(attempt: Attempt, executor: Executor, handle: Handle) -> None:
+        data = await executor.read_log(handle, attempt.tail.offset)
+        if data:
+            marker = attempt.tail.feed(data)
+            if marker is not None:
+                attempt.on_progress(marker, attempt.tail.resume_offset)

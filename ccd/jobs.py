@@ -1,0 +1,103 @@
+"""A job's spec as stored and as launched: the JSON kept in the store (so the daemon can
+run it after a restart), submit-time script snapshots, and the attempt's command line."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from ccd.executors.base import Launch
+from ccd.models import JobState
+from ccd.spec import JobSpec, WorkflowSpec
+from ccd.store import JobRecord
+
+INLINE_SCRIPT = "run.sh"  # the file an inline `run:` command is written to in the run dir
+SNAPSHOT_DIR = ".scripts"  # job names cannot start with ".", so this never clashes with one
+
+
+def snapshot_scripts(workflow_dir: Path, spec: WorkflowSpec) -> dict[str, Path]:
+    """Copy each script once, at submit, so later edits do not change this run.
+
+    Jobs sharing a script share its snapshot. Inline commands need no file: their text is
+    stored with the job."""
+    copies: dict[Path, Path] = {}
+    result: dict[str, Path] = {}
+    for job in spec.jobs.values():
+        if job.script is None:
+            continue
+        if job.script not in copies:
+            target = workflow_dir / SNAPSHOT_DIR / str(len(copies)) / job.script.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(job.script, target)
+            copies[job.script] = target
+        result[job.name] = copies[job.script]
+    return result
+
+
+def job_record(wf_id: str, job: JobSpec, snapshot: Path | None) -> JobRecord:
+    """The row stored for a job; ``snapshot`` replaces the script's original path."""
+    spec = {
+        "kind": job.kind,
+        "run": job.run,
+        "script": str(snapshot) if snapshot else None,
+        "args": list(job.args),
+        "env": dict(job.env),
+        "needs": list(job.needs),
+        "retries": job.retries,
+        "timeout_s": job.timeout_s,
+        "python": job.python,
+    }
+    return JobRecord(wf_id, job.name, JobState.WAITING, job.host, spec)
+
+
+def job_spec(rec: JobRecord) -> JobSpec:
+    """The JobSpec back from a stored row."""
+    s = rec.spec
+    return JobSpec(
+        name=rec.name,
+        kind=s["kind"],
+        run=s["run"],
+        script=Path(s["script"]) if s["script"] else None,
+        args=tuple(s["args"]),
+        env=s["env"],
+        needs=tuple(s["needs"]),
+        host=rec.host,
+        retries=s["retries"],
+        timeout_s=s["timeout_s"],
+        python=s["python"],
+    )
+
+
+def launch_for(spec: JobSpec, wf_id: str, attempt: int, runs_root: Path) -> Launch:
+    """What an executor needs to start ``attempt`` of a job."""
+    run_dir = runs_root / wf_id / spec.name / str(attempt)
+    script = spec.script if spec.script is not None else run_dir / INLINE_SCRIPT
+    return Launch(
+        wf_id, spec.name, attempt, run_dir, script, argv(spec, script.name), spec.env,
+        inline=spec.run,
+    )  # fmt: skip
+
+
+def argv(spec: JobSpec, script_name: str) -> tuple[str, ...]:
+    """The job's command line inside its run dir. ``./`` keeps a name like ``-x.sh`` from
+    being read as an option."""
+    path = f"./{script_name}"
+    if spec.kind == "py":
+        return (spec.python, path, *spec.args)
+    if spec.kind == "ipynb":
+        return (sys.executable, "-m", "ccd.notebook", path, *spec.args)
+    shell = "bash" if spec.kind == "sh" and _wants_bash(spec.script) else "sh"
+    return (shell, path, *spec.args)
+
+
+def _wants_bash(script: Path | None) -> bool:
+    """A ``.sh`` script whose ``#!`` line names bash gets bash; any other gets POSIX sh."""
+    if script is None:
+        return False
+    try:
+        with script.open("rb") as f:
+            first = f.readline(256)
+    except OSError:
+        return False
+    return first.startswith(b"#!") and b"bash" in first

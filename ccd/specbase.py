@@ -1,0 +1,194 @@
+"""What both workflow formats share: the `WorkflowSpec` dataclasses, the naming rule and the
+checks common to `ccd.spec` (ccd's format) and `ccd.cloudmesh` (cloudmesh-cc's).
+
+Import these from `ccd.spec`, which re-exports the public ones; this module exists so that
+both format readers can use them without importing each other.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Literal
+
+from ccd import dag
+from ccd.yamltree import Bad, Ctx, Node, Reader, as_text, is_null
+
+ScriptKind = Literal["shell", "sh", "py", "ipynb"]  # "shell": an inline `run:` command
+
+LOCAL_HOST = "local"
+
+
+@dataclass(frozen=True, slots=True)
+class HostSpec:
+    name: str
+    type: str  # "local" for now; "ssh" and "slurm" arrive with their backends
+    max_jobs: int | None = None  # None: the backend's default (CPU count for local)
+
+
+BUILTIN_LOCAL = HostSpec(LOCAL_HOST, "local")
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    name: str
+    kind: ScriptKind
+    run: str | None = None  # inline shell text (kind == "shell")
+    script: Path | None = None  # absolute path of the script file (other kinds)
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    needs: tuple[str, ...] = ()  # parents, in file order, without duplicates
+    host: str = LOCAL_HOST
+    retries: int = 0
+    timeout_s: float | None = None
+    python: str = "python3"  # interpreter for .py jobs
+    line: int | None = None  # where the job is defined in its file
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowSpec:
+    name: str
+    source: Path  # the workflow file (absolute)
+    base_dir: Path  # relative script paths resolve against this
+    jobs: Mapping[str, JobSpec]  # in file order
+    hosts: Mapping[str, HostSpec]
+
+    def edges(self) -> list[tuple[str, str]]:
+        """(parent, child) pairs."""
+        return [(parent, job.name) for job in self.jobs.values() for parent in job.needs]
+
+
+# --- names -------------------------------------------------------------------------------
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+_NAME_RULE = "use 1-100 of A-Z a-z 0-9 _ . -, not starting with '.' or '-'"
+
+
+def valid_name(name: str) -> bool:
+    """The rule for workflow, job and host names: safe as a path component, a shell word
+    and an argument (never `.`/`..`, never an option)."""
+    return _NAME_RE.fullmatch(name) is not None and name[0] not in ".-"
+
+
+def expand_names(text: str) -> list[str]:
+    """Expand a comma list with hostlist ranges, in order: ``"a,j[1-2],n[08-10]"`` ->
+    ``a j1 j2 n08 n09 n10``; ``x[1,3-4]`` -> ``x1 x3 x4``. Raises ValueError if malformed."""
+    if "[" not in text and "]" not in text:  # the common case, kept fast
+        parts = [part.strip() for part in text.split(",")]
+    else:
+        parts = [name for part in _split_outside_brackets(text) for name in _expand_one(part)]
+    if "" in parts:
+        raise ValueError(f"empty name in '{text}'")
+    return parts
+
+
+_MAX_EXPANSION = 1_000_000  # a typo like j[1-100000000] must not eat the machine
+_RANGE_ITEM = re.compile(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?")
+
+
+def _split_outside_brackets(text: str) -> list[str]:
+    parts: list[str] = []
+    depth = start = 0
+    for i, char in enumerate(text):
+        if char == "[":
+            depth += 1
+        elif char == "]":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+        if depth not in (0, 1):
+            raise ValueError(f"unbalanced brackets in '{text}'")
+    if depth:
+        raise ValueError(f"unbalanced brackets in '{text}'")
+    parts.append(text[start:])
+    return parts
+
+
+def _expand_one(part: str) -> list[str]:
+    part = part.strip()
+    if "[" not in part:
+        return [part]
+    open_at = part.index("[")
+    close_at = part.index("]", open_at)
+    tails = _expand_one(part[close_at + 1 :])
+    values = _range_values(part[open_at + 1 : close_at])
+    if len(values) * len(tails) > _MAX_EXPANSION:
+        raise ValueError(f"'{part}' expands to more than {_MAX_EXPANSION} names")
+    return [part[:open_at] + value + tail for value in values for tail in tails]
+
+
+def _range_values(body: str) -> list[str]:
+    values: list[str] = []
+    for item in body.split(","):
+        match = _RANGE_ITEM.fullmatch(item)
+        if match is None:
+            raise ValueError(f"bad range '[{body}]'")
+        low, high = match.groups()
+        if high is None:
+            values.append(low)
+            continue
+        if int(high) < int(low) or int(high) - int(low) >= _MAX_EXPANSION:
+            raise ValueError(f"bad range '{low}-{high}' in '[{body}]'")
+        values.extend(f"{n:0{len(low)}d}" for n in range(int(low), int(high) + 1))
+    return values
+
+
+def default_name(source: Path) -> str:
+    """The file stem, made valid: the user never wrote it, so it should not be an error."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", source.stem)[:100].lstrip(".-")
+    return name or "workflow"
+
+
+def check_name(ctx: Ctx, name: str, line: int, what: str) -> None:
+    if not valid_name(name):
+        ctx.add(
+            line, f"invalid {what} name '{name}': {_NAME_RULE}", name if what == "job" else None
+        )
+
+
+# --- checks both formats make ----------------------------------------------------------------
+
+
+def check_graph(ctx: Ctx, jobs: Mapping[str, JobSpec], fld: str | None) -> None:
+    """Report one cycle among the known edges (unknown parents are reported elsewhere)."""
+    edges = [(p, job.name) for job in jobs.values() for p in job.needs if p in jobs]
+    cycle = dag.find_cycle(jobs.keys(), edges)
+    if cycle:
+        ctx.add(jobs[cycle[0]].line, "cycle: " + " -> ".join(cycle), cycle[0], fld)
+
+
+def make_spec(
+    ctx: Ctx, name: str, source: Path, jobs: dict[str, JobSpec], hosts: dict[str, HostSpec]
+) -> WorkflowSpec:
+    return WorkflowSpec(name, source, ctx.base_dir, MappingProxyType(jobs), MappingProxyType(hosts))
+
+
+SUFFIX_KINDS: dict[str, ScriptKind] = {".sh": "sh", ".py": "py", ".ipynb": "ipynb"}
+
+
+def _script(value: str, base_dir: Path) -> tuple[ScriptKind, Path]:
+    kind = SUFFIX_KINDS.get(Path(value).suffix)
+    if kind is None:
+        raise Bad(f"script '{value}' must end in .sh, .py or .ipynb")
+    path = (base_dir / Path(value).expanduser()).resolve()
+    if not path.is_file():
+        raise Bad(f"script file not found: {path}")
+    return kind, path
+
+
+def script_field(
+    reader: Reader, fields: Mapping[str, Node], key: str
+) -> tuple[ScriptKind, str | None, Path | None]:
+    """The script named by ``key``, which must exist; a bad one yields a placeholder
+    (reported)."""
+    base_dir = reader.ctx.base_dir
+    found = reader.opt(fields, key, lambda node: _script(as_text(node), base_dir))
+    if found is None:
+        if is_null(fields[key]):
+            reader.add(fields[key].line, "must not be empty", key)
+        return "shell", None, None
+    return found[0], None, found[1]
