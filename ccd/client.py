@@ -185,9 +185,7 @@ class Client:
         finally:
             conn.close()
 
-    def _json(
-        self, method: str, path: str, body: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
+    def _json(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         status, _, data = self._request(method, path, body)
         if status >= 400:
             raise _api_error(status, data)

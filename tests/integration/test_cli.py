@@ -118,7 +118,7 @@ def test_examples_run(example: Path, tmp_path: Path) -> None:
     assert {j["state"] for j in status["jobs"]} == {"succeeded"}
 
 
-@pytest.mark.parametrize("workflow", CLOUDMESH, ids=[f"{p.parent.name}/{p.name}" for p in CLOUDMESH])
+@pytest.mark.parametrize("workflow", CLOUDMESH, ids=[p.parent.name + p.stem for p in CLOUDMESH])
 def test_cloudmesh_cc_workflows_run_unchanged(
     workflow: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
