@@ -62,6 +62,10 @@ class AttemptRunner:
         self._live: set[Attempt] = set()
         self._progress_task: asyncio.Task[None] | None = None
 
+    def set_pacing(self, kill_grace_s: float, progress_interval_s: float) -> None:
+        self._kill_grace_s = kill_grace_s
+        self._progress_interval_s = progress_interval_s
+
     async def run(self, attempt: Attempt) -> ExitStatus:
         """Start the attempt and wait for its end; a job that cannot start is a failure."""
         executor = self._executors[attempt.host]

@@ -5,17 +5,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ccd import paths
-from ccd.executors.base import Executor, backend_class
+from ccd import dag, paths
+from ccd.errors import NotFound
+from ccd.executors.base import Executor, Handle, backend_class
 from ccd.models import JobState
 from ccd.scheduler import Limits, Scheduler
-from ccd.spec import HostSpec
-from ccd.store import Store
+from ccd.spec import LOCAL_HOST as LOCAL
+from ccd.spec import HostSpec, WorkflowSpec, parse
+from ccd.store import AttemptRecord, Store, WorkflowRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +75,17 @@ class WorkflowStatus:
 class Engine:
     """Owns the store and the executors; hands the scheduler to callers."""
 
-    def __init__(self, store: Store, scheduler: Scheduler, executors: dict[str, Executor]):
+    def __init__(
+        self,
+        store: Store,
+        scheduler: Scheduler,
+        executors: dict[str, Executor],
+        hosts: Mapping[str, HostSpec],
+    ) -> None:
         self.store = store
         self.scheduler = scheduler
         self._executors = executors
+        self.hosts = dict(hosts)
 
     @classmethod
     async def open(
@@ -84,11 +94,59 @@ class Engine:
         paths.prepare_state_dir(state_dir)
         store = await Store.open(state_dir / paths.DB_NAME)
         executors = {name: _make_executor(host) for name, host in hosts.items()}
-        limits = limits or Limits()
-        host_limits = {n: h.max_jobs for n, h in hosts.items() if h.max_jobs is not None}
-        limits = replace(limits, host_max_jobs={**host_limits, **limits.host_max_jobs})
+        limits = _with_host_limits(limits or Limits(), hosts)
         scheduler = Scheduler(store, executors, state_dir / paths.RUNS_NAME, limits)
-        return cls(store, scheduler, executors)
+        return cls(store, scheduler, executors, hosts)
+
+    def reload(self, hosts: Mapping[str, HostSpec], limits: Limits) -> None:
+        """Apply a new config: new hosts become usable, limits apply from the next dispatch.
+        Hosts in use are kept (their jobs are running)."""
+        for name, host in hosts.items():
+            if name not in self._executors:
+                self._executors[name] = _make_executor(host)
+        self.hosts.update(hosts)
+        self.scheduler.set_limits(_with_host_limits(limits, self.hosts))
+
+    async def parse(self, text: str, source: Path, base_dir: Path) -> WorkflowSpec:
+        """Validate a workflow's YAML against this engine's hosts (off the event loop:
+        a 100,000-job file takes seconds)."""
+        return await asyncio.to_thread(
+            parse, text, source=source, base_dir=base_dir, extra_hosts=self.hosts
+        )
+
+    async def list_workflows(self) -> list[WorkflowRecord]:
+        return await self.store.list_workflows()
+
+    async def attempts(self, workflow_id: str, job: str) -> list[AttemptRecord]:
+        await self.store.get_workflow(workflow_id)  # NotFound for an unknown workflow
+        return await self.store.list_attempts(workflow_id, job)
+
+    async def read_log(
+        self, workflow_id: str, job: str, attempt: int | None, offset: int
+    ) -> tuple[AttemptRecord, bytes]:
+        """Bytes of an attempt's log from ``offset`` (the latest attempt if None)."""
+        records = await self.attempts(workflow_id, job)
+        if attempt is not None:
+            records = [r for r in records if r.attempt == attempt]
+        if not records:
+            which = f"attempt {attempt}" if attempt is not None else "any attempt"
+            raise NotFound(f"job '{job}' of workflow '{workflow_id}' has no {which}")
+        record = records[-1]
+        executor = self._executors.get(record.host) or self._executors[LOCAL]
+        handle = Handle(workflow_id, job, record.attempt, Path(record.run_dir), record.pid,
+                        record.host)  # fmt: skip
+        return record, await executor.read_log(handle, offset)
+
+    async def graph_dot(self, workflow_id: str) -> str:
+        """The workflow's DAG in DOT, coloured by the jobs' current states."""
+        await self.store.get_workflow(workflow_id)
+        run = self.scheduler.workflows.get(workflow_id)
+        jobs = await self.store.list_jobs(workflow_id)
+        states = {j.name: j.state for j in jobs}
+        progress = {j.name: j.progress for j in jobs if j.progress is not None}
+        if run is not None:
+            return dag.to_dot(run.spec, states, progress)
+        return dag.to_dot(await self.scheduler.stored_spec(workflow_id), states, progress)
 
     async def close(self) -> None:
         await self.scheduler.close()
@@ -113,6 +171,11 @@ class Engine:
     def _job_order(self, workflow_id: str) -> list[str]:
         run = self.scheduler.workflows.get(workflow_id)
         return list(run.jobs) if run is not None else []
+
+
+def _with_host_limits(limits: Limits, hosts: Mapping[str, HostSpec]) -> Limits:
+    host_limits = {n: h.max_jobs for n, h in hosts.items() if h.max_jobs is not None}
+    return replace(limits, host_max_jobs={**host_limits, **limits.host_max_jobs})
 
 
 def _make_executor(host: HostSpec) -> Executor:

@@ -193,6 +193,14 @@ class Scheduler:
             run = self.workflows[workflow_id]  # a retry may have replaced the event
         return run.state
 
+    def running_count(self) -> int:
+        return self._running_total
+
+    def set_limits(self, limits: Limits) -> None:
+        self.limits = limits
+        self._runner.set_pacing(limits.kill_grace_s, limits.progress_interval_s)
+        self._kick()
+
     async def run_until_idle(self) -> None:
         """Return once no job runs or waits to run and every change is committed."""
         await self._idle.wait()
@@ -293,9 +301,12 @@ class Scheduler:
 
     async def _load_stored(self, wf: WorkflowRecord) -> WorkflowRun:
         records = await self._store.list_jobs(wf.id)
-        jobs = {rec.name: job_spec(rec) for rec in records}
-        spec = WorkflowSpec(wf.name, Path(wf.source), Path(wf.base_dir), jobs, {})
-        return self._load(wf.id, spec, wf.fail_fast, records)
+        return self._load(wf.id, _spec_of(wf, records), wf.fail_fast, records)
+
+    async def stored_spec(self, workflow_id: str) -> WorkflowSpec:
+        """The spec of a workflow as stored (for one not loaded in memory)."""
+        wf = await self._store.get_workflow(workflow_id)
+        return _spec_of(wf, await self._store.list_jobs(workflow_id))
 
     def _get(self, workflow_id: str) -> WorkflowRun:
         try:
@@ -584,6 +595,11 @@ class Scheduler:
             reason=status.reason if status else None,
             log_offset=attempt.tail.resume_offset if attempt else 0,
         )  # fmt: skip
+
+
+def _spec_of(wf: WorkflowRecord, records: Iterable[JobRecord]) -> WorkflowSpec:
+    jobs = {rec.name: job_spec(rec) for rec in records}
+    return WorkflowSpec(wf.name, Path(wf.source), Path(wf.base_dir), jobs, {})
 
 
 def _describe(status: ExitStatus) -> str:

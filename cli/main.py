@@ -6,55 +6,58 @@ Exit codes: 0 success; 1 a workflow did not succeed or a known error (one line o
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from ccd.errors import CcdError, SpecError
-
-F = TypeVar("F", bound=Callable[..., Any])
+from cli import remote
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
-def handle_errors(func: F) -> F:
-    """The CLI's one error handler: a known error is one line and exit 1."""
+class CcctlGroup(click.Group):
+    """The CLI's one error handler: a known error is one line and exit 1 (2 for an invalid
+    workflow file); ``-v`` lets the traceback through."""
 
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def invoke(self, ctx: click.Context) -> Any:
         try:
-            return func(*args, **kwargs)
+            return super().invoke(ctx)
         except SpecError as err:
             click.echo(str(err), err=True)
             sys.exit(EXIT_USAGE)
         except CcdError as err:
-            if click.get_current_context().find_root().params.get("verbose"):
+            if ctx.params.get("verbose"):
                 raise
             click.echo(f"error: {err}", err=True)
             sys.exit(EXIT_FAILED)
 
-    return wrapper  # type: ignore[return-value]
 
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks and debug logs.")
+@click.group(cls=CcctlGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks.")
+@click.option("--socket", type=click.Path(path_type=Path), envvar="CCD_SOCKET",
+              help=remote.SOCKET_HELP)  # fmt: skip
 @click.version_option(package_name="ccd")
-def main(verbose: bool) -> None:
-    """ccd's client: run, validate and draw workflows (and, with the daemon, submit them)."""
+def main(verbose: bool, socket: Path | None) -> None:
+    """ccd's client: run workflows in-process, or submit them to the ccd daemon."""
 
+
+for command in remote.COMMANDS:
+    main.add_command(command)
 
 workflow_file = click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+state_dir_option = click.option(
+    "--state-dir", type=click.Path(file_okay=False, path_type=Path),
+    help="Where the database and run dirs are [default: $CCD_STATE_DIR or XDG state dir].",
+)  # fmt: skip
 
 
 @main.command()
 @workflow_file
-@handle_errors
 def validate(file: Path) -> None:
     """Check a workflow file; print 'ok: N jobs, M edges' or every problem found."""
     from ccd.spec import load
@@ -69,19 +72,11 @@ def validate(file: Path) -> None:
 
 @main.command()
 @workflow_file
-@click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where the run's database and run dirs go [default: XDG state dir].",
-)
+@state_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print the final status as JSON.")
 @click.option("--fail-fast", is_flag=True, help="Cancel everything once a job fails.")
-@click.option(
-    "--max-jobs",
-    type=click.IntRange(min=1),
-    help="At most this many jobs at once, across all hosts.",
-)
-@handle_errors
+@click.option("--max-jobs", type=click.IntRange(min=1),
+              help="At most this many jobs at once, across all hosts.")  # fmt: skip
 def run(
     file: Path, state_dir: Path | None, as_json: bool, fail_fast: bool, max_jobs: int | None
 ) -> None:
@@ -101,27 +96,25 @@ def run(
 
 
 @main.command()
-@workflow_file
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="Output file: .svg, .png, .pdf or .dot.",
-)
-@click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Colour nodes by the latest run of this workflow found here.",
-)
-@handle_errors
-def graph(file: Path, output: Path, state_dir: Path | None) -> None:
-    """Draw a workflow's DAG, coloured by state if it has been run."""
-    from ccd import dag, paths
-    from ccd.spec import load
-    from cli.runner import latest_states
+@click.argument("target")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Output file: .svg, .png, .pdf or .dot.")  # fmt: skip
+@state_dir_option
+@click.pass_context
+def graph(ctx: click.Context, target: str, output: Path, state_dir: Path | None) -> None:
+    """Draw a workflow's DAG: TARGET is a workflow file (coloured by its latest `ccctl run`)
+    or the id of a workflow in the daemon (live colours)."""
+    from ccd import dag
 
-    spec = load(file)
-    states, progress = latest_states(spec, state_dir or paths.default_state_dir())
-    dag.render(dag.to_dot(spec, states, progress), output)
+    if Path(target).is_file():
+        from ccd import paths
+        from ccd.spec import load
+        from cli.runner import latest_states
+
+        spec = load(Path(target))
+        states, progress = latest_states(spec, state_dir or paths.default_state_dir())
+        dot = dag.to_dot(spec, states, progress)
+    else:
+        dot = remote.client_of(ctx).graph(target)
+    dag.render(dot, output)
     click.echo(f"wrote {output}")

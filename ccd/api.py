@@ -1,0 +1,313 @@
+"""The daemon's HTTP/JSON API (FastAPI), served on a Unix socket; OpenAPI at /openapi.json.
+
+Every route maps one engine operation; errors are JSON ``{"error": message}`` with a 4xx
+status, and no request can take the daemon down. State changes are POST/DELETE only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import struct
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+import ccd
+from ccd.engine import Engine
+from ccd.errors import CcdError, NotFound, SpecError
+from ccd.scheduler import Conflict, JobEvent
+
+log = structlog.get_logger("ccd.api")
+
+SSE_KEEPALIVE_S = 15.0
+LOG_CHUNK_MAX = 1 << 20
+
+# -- request bodies --------------------------------------------------------------------------
+
+
+class SubmitRequest(BaseModel):
+    yaml: str = Field(description="The workflow file's text")
+    source: str = Field(description="The file's path, for messages and `ccctl graph`")
+    base_dir: str = Field(description="Directory that relative script paths resolve against")
+    request_id: str | None = Field(None, max_length=200, description="Makes a retry idempotent")
+    fail_fast: bool = False
+
+
+class JobsRequest(BaseModel):
+    jobs: list[str] | None = Field(None, description="Job names; all jobs if omitted")
+
+
+# -- the app ---------------------------------------------------------------------------------
+
+
+def create_app(engine: Engine, *, started_at: float, max_request_bytes: int) -> FastAPI:
+    app = FastAPI(
+        title="ccd",
+        version=ccd.__version__,
+        description="Submit, watch and control workflows of the ccd daemon.",
+    )
+    streams = _EventStreams(engine)
+    app.state.streams = streams
+    _add_error_handlers(app)
+    app.add_middleware(_BodyLimit, max_bytes=max_request_bytes)
+    _add_read_routes(app, engine, started_at)
+    _add_control_routes(app, engine)
+
+    @app.get("/events")
+    async def events(workflow: str | None = None) -> StreamingResponse:
+        """Server-sent events: one ``data:`` line of JSON per committed change. With
+        ``workflow``, the stream opens with that workflow's current state."""
+        first = None
+        if workflow is not None:
+            first = (await engine.store.get_workflow(workflow)).state
+        return StreamingResponse(
+            streams.follow(workflow, first), media_type="text/event-stream",
+            headers={"Cache-Control": "no-store"},
+        )  # fmt: skip
+
+    return app
+
+
+def _add_read_routes(app: FastAPI, engine: Engine, started_at: float) -> None:
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        workflows = engine.scheduler.workflows.values()
+        return {
+            "status": "ok",
+            "version": ccd.__version__,
+            "pid": os.getpid(),
+            "uptime_s": round(time.time() - started_at, 3),
+            "workflows_running": sum(1 for w in workflows if w.unfinished),
+            "jobs_running": engine.scheduler.running_count(),
+        }
+
+    @app.get("/workflows")
+    async def list_workflows() -> dict[str, Any]:
+        records = await engine.list_workflows()
+        return {
+            "workflows": [
+                {"id": w.id, "name": w.name, "state": w.state, "source": w.source,
+                 "created_at": w.created_at, "updated_at": w.updated_at}
+                for w in records
+            ]
+        }  # fmt: skip
+
+    @app.get("/workflows/{workflow_id}")
+    async def status(workflow_id: str) -> dict[str, Any]:
+        return (await engine.status(workflow_id)).to_json()
+
+    @app.get("/workflows/{workflow_id}/jobs/{job}/attempts")
+    async def attempts(workflow_id: str, job: str) -> dict[str, Any]:
+        records = await engine.attempts(workflow_id, job)
+        return {"attempts": [_attempt_json(a) for a in records]}
+
+    @app.get("/workflows/{workflow_id}/jobs/{job}/log")
+    async def job_log(
+        workflow_id: str,
+        job: str,
+        offset: int = Query(0, ge=0),
+        attempt: int | None = Query(None, ge=1),
+    ) -> Response:
+        record, data = await engine.read_log(workflow_id, job, attempt, offset)
+        headers = {
+            "X-Ccd-Offset": str(offset + len(data)),
+            "X-Ccd-Attempt": str(record.attempt),
+            "X-Ccd-Done": "1" if record.ended_at is not None else "0",
+        }
+        return Response(data, media_type="application/octet-stream", headers=headers)
+
+    @app.get("/workflows/{workflow_id}/graph")
+    async def graph(workflow_id: str) -> dict[str, Any]:
+        return {"dot": await engine.graph_dot(workflow_id)}
+
+
+def _add_control_routes(app: FastAPI, engine: Engine) -> None:
+    @app.post("/workflows", status_code=201)
+    async def submit(body: SubmitRequest) -> dict[str, Any]:
+        if body.request_id is not None:
+            existing = await engine.store.find_request(body.request_id)
+            if existing is not None:
+                return {"id": existing, "existing": True}
+        spec = await engine.parse(body.yaml, Path(body.source), Path(body.base_dir))
+        wf_id = await engine.scheduler.submit(
+            spec, fail_fast=body.fail_fast, request_id=body.request_id
+        )
+        return {"id": wf_id, "existing": False}
+
+    @app.post("/workflows/{workflow_id}/cancel")
+    async def cancel(workflow_id: str, body: JobsRequest) -> dict[str, Any]:
+        await engine.store.get_workflow(workflow_id)
+        if workflow_id not in engine.scheduler.workflows:
+            raise Conflict(f"workflow '{workflow_id}' has already finished")
+        return {"cancelled": engine.scheduler.cancel(workflow_id, body.jobs)}
+
+    @app.post("/workflows/{workflow_id}/retry")
+    async def retry(workflow_id: str, body: JobsRequest) -> dict[str, Any]:
+        return {"retried": await engine.scheduler.retry(workflow_id, body.jobs)}
+
+    @app.delete("/workflows/{workflow_id}")
+    async def delete(workflow_id: str) -> dict[str, Any]:
+        await engine.scheduler.delete(workflow_id)
+        return {"deleted": workflow_id}
+
+
+def _attempt_json(a: Any) -> dict[str, Any]:
+    return {
+        "attempt": a.attempt, "host": a.host, "run_dir": a.run_dir, "pid": a.pid,
+        "started_at": a.started_at, "ended_at": a.ended_at, "exit_code": a.exit_code,
+        "signal": a.signal, "reason": a.reason,
+    }  # fmt: skip
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    def error(status: int, message: str, **extra: Any) -> JSONResponse:
+        return JSONResponse({"error": message, **extra}, status_code=status)
+
+    @app.exception_handler(SpecError)
+    async def spec_error(_: Request, exc: SpecError) -> JSONResponse:
+        return error(422, str(exc), problems=[str(p) for p in exc.problems])
+
+    @app.exception_handler(NotFound)
+    async def not_found(_: Request, exc: NotFound) -> JSONResponse:
+        return error(404, str(exc))
+
+    @app.exception_handler(Conflict)
+    async def conflict(_: Request, exc: Conflict) -> JSONResponse:
+        return error(409, str(exc))
+
+    @app.exception_handler(CcdError)
+    async def ccd_error(_: Request, exc: CcdError) -> JSONResponse:
+        return error(400, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return error(400, f"bad request: {where}: {first.get('msg', 'invalid')}")
+
+
+# -- server-sent events ----------------------------------------------------------------------
+
+
+class _EventStreams:
+    """Fans committed scheduler events out to every open event stream."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._closing = asyncio.Event()
+
+    def close(self) -> None:
+        self._closing.set()
+
+    async def follow(self, workflow: str | None, first_state: str | None) -> AsyncIterator[str]:
+        queue: asyncio.Queue[JobEvent] = asyncio.Queue()
+
+        def listener(event: JobEvent) -> None:
+            if workflow is None or event.workflow_id == workflow:
+                queue.put_nowait(event)
+
+        unsubscribe = self._engine.scheduler.subscribe(listener)
+        try:
+            if workflow is not None and first_state is not None:
+                yield _sse({"workflow": workflow, "job": None, "state": first_state})
+            while not self._closing.is_set():
+                try:
+                    event = await asyncio.wait_for(queue.get(), SSE_KEEPALIVE_S)
+                except TimeoutError:
+                    yield ": keepalive\n\n"  # also how a vanished client is noticed
+                    continue
+                yield _sse(
+                    {"workflow": event.workflow_id, "job": event.job, "state": event.state,
+                     "at": event.at, "reason": event.reason, "progress": event.progress}
+                )  # fmt: skip
+        finally:
+            unsubscribe()
+
+
+def _sse(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload)}\n\n"
+
+
+# -- transport guards ------------------------------------------------------------------------
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class _BodyLimit:
+    """Refuse request bodies over ``max_bytes`` with 413 before they are read whole."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], max_bytes: int):
+        self._app = app
+        self._max = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self._max:
+            await _too_large(send, self._max)
+            return
+        seen = 0
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self._max:
+                raise _TooLarge
+            return message
+
+        try:
+            await self._app(scope, counting_receive, send)
+        except _TooLarge:
+            await _too_large(send, self._max)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body = json.dumps({"error": f"request body over {limit} bytes"}).encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json")]})  # fmt: skip
+    await send({"type": "http.response.body", "body": body})
+
+
+class PeerCheckedH11Protocol(H11Protocol):
+    """uvicorn's HTTP protocol, refusing every Unix-socket peer whose uid is not ours
+    (SO_PEERCRED: the kernel's word, not the client's)."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is None or sock.family != socket.AF_UNIX:
+            return
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        pid, uid, _ = struct.unpack("3i", creds)
+        if uid != os.getuid():
+            log.warning("peer_refused", peer_pid=pid, peer_uid=uid)
+            body = b'{"error": "forbidden: the ccd socket serves only its own user"}'
+            transport.write(
+                b"HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\n"
+                b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            transport.close()

@@ -1,0 +1,223 @@
+"""The ccd daemon: lifecycle, signals, the state-dir lock, the socket, sd_notify.
+
+``startup()`` takes the state dir's lock, opens the engine, re-attaches to every job that was
+running, and only then listens; ``serve()`` waits for a stop; ``shutdown()`` stops taking
+requests and leaves running jobs running (their state is in the store and in their status
+files, so the next daemon picks them up). A second SIGTERM/SIGINT exits at once; SIGHUP
+reloads the config's limits and hosts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import socket
+import stat
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+import structlog
+import uvicorn
+from fastapi import FastAPI
+
+from ccd import config as config_mod
+from ccd import logs, paths, sdnotify
+from ccd.api import PeerCheckedH11Protocol, create_app
+from ccd.config import Config, ConfigError
+from ccd.engine import Engine
+from ccd.errors import CcdError
+from ccd.scheduler import Limits
+
+log = structlog.get_logger("ccd.daemon")
+
+LOCK_NAME = "ccd.lock"
+EXIT_FORCED = 130
+
+
+class AlreadyRunning(CcdError):
+    pass
+
+
+class Daemon:
+    def __init__(self, config: Config, config_path: Path | None = None) -> None:
+        self.config = config
+        self._config_path = config_path
+        self._stop = asyncio.Event()
+        self._lock_file: IO[str] | None = None
+        self._engine: Engine | None = None
+        self._server: uvicorn.Server | None = None
+        self._app: FastAPI | None = None
+        self._socket_bound = False
+        self._watchdog: asyncio.Task[None] | None = None
+        self.started = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        state_dir = paths.prepare_state_dir(self.config.state_dir)
+        self._lock_file = _lock_state_dir(state_dir, self.config.socket)
+        logs.configure(state_dir / paths.LOG_NAME, console=logs.console_default())
+        self._engine = await Engine.open(state_dir, self.config.hosts, _limits(self.config))
+        await self._engine.scheduler.recover()  # reconcile before taking any request
+        sock = _bind_socket(self.config.socket)
+        self._socket_bound = True
+        self._app = app = create_app(
+            self._engine, started_at=time.time(), max_request_bytes=self.config.max_request_bytes
+        )
+        server_config = uvicorn.Config(
+            app, http=PeerCheckedH11Protocol, lifespan="off", log_config=None,
+            access_log=False, timeout_graceful_shutdown=2,
+        )  # fmt: skip
+        # Server.serve() would install its own signal handlers; start it piecewise instead.
+        server_config.load()
+        server = uvicorn.Server(server_config)
+        server.lifespan = server_config.lifespan_class(server_config)
+        await server.startup(sockets=[sock])
+        self._server = server
+        self._install_signal_handlers()
+        self._watchdog = _start_watchdog()
+        self.started = True
+        sdnotify.notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=serving on {self.config.socket}")
+        log.info("daemon_started", socket=str(self.config.socket), state_dir=str(state_dir))
+
+    async def serve(self) -> None:
+        await self._stop.wait()
+
+    async def shutdown(self) -> None:
+        if self._lock_file is None:
+            return  # never got the state dir: nothing of ours to stop
+        sdnotify.notify("STOPPING=1")
+        log.info("daemon_stopping")
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        if self._server is not None and self._app is not None:
+            self._app.state.streams.close()  # end event streams, or shutdown waits on them
+            self._server.should_exit = True
+            await self._server.shutdown()
+        if self._engine is not None:
+            await asyncio.shield(self._engine.close())  # running jobs keep running
+        if self._socket_bound:
+            with contextlib.suppress(FileNotFoundError):
+                self.config.socket.unlink()
+        self._lock_file.close()
+        log.info("daemon_stopped")
+
+    async def run_async(self) -> None:
+        try:
+            await self.startup()
+            await self.serve()
+        finally:
+            await self.shutdown()
+
+    # -- signals --------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_stop_signal)
+        loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
+
+    def _on_stop_signal(self) -> None:
+        if self._stop.is_set():  # the second one: do not wait for anything
+            os._exit(EXIT_FORCED)
+        self._stop.set()
+
+    def _on_reload_signal(self) -> None:
+        sdnotify.notify("RELOADING=1")
+        try:
+            new = config_mod.load(
+                self._config_path, state_dir=self.config.state_dir, socket=self.config.socket
+            )
+        except ConfigError as err:
+            log.error("reload_failed", error=str(err))
+        else:
+            assert self._engine is not None
+            self._engine.reload(new.hosts, _limits(new))
+            self.config = new
+            log.info("config_reloaded")
+        sdnotify.notify("READY=1")
+
+
+def _limits(config: Config) -> Limits:
+    lim = config.limits
+    return Limits(
+        max_jobs=lim.max_jobs, retry_backoff_s=lim.retry_backoff_s,
+        retry_backoff_max_s=lim.retry_backoff_max_s, kill_grace_s=lim.kill_grace_s,
+        progress_interval_s=lim.progress_interval_s,
+    )  # fmt: skip
+
+
+def _lock_state_dir(state_dir: Path, socket_path: Path) -> IO[str]:
+    """One daemon per state dir: hold an exclusive lock for the daemon's lifetime."""
+    lock_path = state_dir / LOCK_NAME
+    lock_file = lock_path.open("a+")
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock_file.seek(0)
+        holder = lock_file.read().strip() or "?"
+        lock_file.close()
+        raise AlreadyRunning(
+            f"another ccd (pid {holder}) is running on {state_dir} (socket {socket_path})"
+        ) from None
+    lock_file.seek(0)
+    lock_file.truncate()
+    lock_file.write(f"{os.getpid()}\n")
+    lock_file.flush()
+    return lock_file
+
+
+def _bind_socket(path: Path) -> socket.socket:
+    """Listen on ``path``: mode 0600, in a directory only we can enter."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    mode = path.parent.stat().st_mode
+    if stat.S_IMODE(mode) & 0o077:
+        raise CcdError(f"socket directory {path.parent} must be private (chmod 700 it)")
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()  # stale: we hold the state dir's lock, so no daemon owns it
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    path.chmod(0o600)
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def _start_watchdog() -> asyncio.Task[None] | None:
+    interval = sdnotify.watchdog_interval_s()
+    if interval is None:
+        return None
+
+    async def ping() -> None:
+        while True:
+            sdnotify.notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    return asyncio.create_task(ping())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="ccd", description="The ccd workflow daemon.")
+    parser.add_argument("--state-dir", type=Path, help="database, log and run dirs")
+    parser.add_argument("--socket", type=Path, help="the API's Unix socket")
+    parser.add_argument("--config", type=Path, help="YAML config (see configs/ccd.yaml)")
+    args = parser.parse_args(argv)
+    try:
+        config = config_mod.load(args.config, state_dir=args.state_dir, socket=args.socket)
+        daemon = Daemon(config, args.config)
+        asyncio.run(daemon.run_async())
+    except CcdError as err:
+        print(f"ccd: {err}", file=sys.stderr)
+        sys.exit(1)
+    if not daemon.started:
+        sys.exit(1)

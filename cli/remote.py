@@ -1,0 +1,204 @@
+"""ccctl commands that talk to the daemon. They import only the HTTP client and rendering
+(never the engine), so each starts in tens of milliseconds."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ccd.client import TERMINAL_STATES, ApiError, Client
+from cli import render
+
+LOG_FOLLOW_INTERVAL_S = 0.5
+SOCKET_HELP = "The daemon's socket [default: $XDG_RUNTIME_DIR/ccd.sock or in the state dir]."
+
+
+def client_of(ctx: click.Context) -> Client:
+    socket: Path | None = ctx.find_root().params.get("socket")
+    return Client(socket)
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+def exit_for(status: dict[str, Any]) -> None:
+    sys.exit(0 if status["workflow"]["state"] == "succeeded" else 1)
+
+
+@click.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--wait", is_flag=True, help="Follow the run and exit like `ccctl run`.")
+@click.option("--fail-fast", is_flag=True, help="Cancel everything once a job fails.")
+@click.option("--request-id", help="Idempotency key: a repeat returns the first workflow.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def submit(
+    ctx: click.Context, file: Path, wait: bool, fail_fast: bool, request_id: str | None,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """Submit a workflow to the daemon; prints its id."""
+    client = client_of(ctx)
+    try:
+        wf_id = client.submit(file, fail_fast=fail_fast, request_id=request_id)
+    except ApiError as err:
+        if err.status == 422:  # validation: every problem, exit 2 like `run`
+            click.echo("\n".join(err.body.get("problems", [str(err)])), err=True)
+            sys.exit(2)
+        raise
+    if not wait:
+        if as_json:
+            echo_json({"id": wf_id})
+        else:
+            click.echo(wf_id)
+        return
+    result = follow(client, wf_id, quiet=as_json)
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(render.summary(result))
+    exit_for(result)
+
+
+def follow(client: Client, wf_id: str, *, quiet: bool = False) -> dict[str, Any]:
+    """Print events until the workflow ends; return its final status."""
+    for event in client.events(wf_id):
+        if not quiet and event.get("progress") is None:
+            at = event.get("at", time.time())
+            line = render.event_line(wf_id, event["job"], event["state"], event.get("reason"), at)
+            click.echo(line)
+        if event["job"] is None and event["state"] in TERMINAL_STATES:
+            break
+    return client.status(wf_id)
+
+
+@click.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def list_(ctx: click.Context, as_json: bool) -> None:
+    """List the daemon's workflows."""
+    workflows = client_of(ctx).list_workflows()
+    if as_json:
+        echo_json(workflows)
+        return
+    rows = [
+        (w["id"], w["name"], w["state"],
+         time.strftime("%Y-%m-%d %H:%M", time.localtime(w["created_at"])))
+        for w in workflows
+    ]  # fmt: skip
+    click.echo(render.table(("ID", "NAME", "STATE", "CREATED"), rows))
+
+
+@click.command()
+@click.argument("workflow_id", required=False)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--watch", is_flag=True, help="Redraw until the workflow ends.")
+@click.pass_context
+def status(ctx: click.Context, workflow_id: str | None, as_json: bool, watch: bool) -> None:
+    """A workflow's jobs (the newest workflow if no id is given)."""
+    client = client_of(ctx)
+    if workflow_id is None:
+        workflows = client.list_workflows()
+        if not workflows:
+            click.echo("no workflows")
+            return
+        workflow_id = workflows[-1]["id"]
+    if watch:
+        _watch(client, workflow_id)
+    result = client.status(workflow_id)
+    if as_json:
+        echo_json(result)
+    elif not watch:
+        click.echo(render.summary(result))
+
+
+def _watch(client: Client, wf_id: str) -> None:
+    view = render.LiveView(sys.stdout)
+    view.draw(client.status(wf_id))
+    for event in client.events(wf_id):
+        view.draw(client.status(wf_id))
+        if event["job"] is None and event["state"] in TERMINAL_STATES:
+            return
+
+
+@click.command()
+@click.argument("workflow_id")
+@click.argument("job")
+@click.option("-f", "--follow", "follow_", is_flag=True, help="Keep printing as it grows.")
+@click.option("--attempt", type=click.IntRange(min=1), help="Attempt number [default: latest].")
+@click.pass_context
+def logs(
+    ctx: click.Context, workflow_id: str, job: str, follow_: bool, attempt: int | None
+) -> None:
+    """Print a job's log (stdout and stderr)."""
+    client = client_of(ctx)
+    offset = 0
+    out = sys.stdout.buffer
+    while True:
+        chunk = client.log(workflow_id, job, offset=offset, attempt=attempt)
+        attempt = chunk.attempt  # stick to one attempt while following
+        out.write(chunk.data)
+        out.flush()
+        offset = chunk.offset
+        if not follow_ or (chunk.done and not chunk.data):
+            return
+        if not chunk.data:
+            time.sleep(LOG_FOLLOW_INTERVAL_S)
+
+
+@click.command()
+@click.argument("workflow_id")
+@click.argument("jobs", nargs=-1)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def cancel(ctx: click.Context, workflow_id: str, jobs: tuple[str, ...], as_json: bool) -> None:
+    """Cancel a workflow, or some of its jobs (their descendants are skipped)."""
+    result = client_of(ctx).cancel(workflow_id, list(jobs) or None)
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(f"cancelling: {', '.join(result['cancelled']) or 'nothing left to cancel'}")
+
+
+@click.command()
+@click.argument("workflow_id")
+@click.argument("jobs", nargs=-1)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def retry(ctx: click.Context, workflow_id: str, jobs: tuple[str, ...], as_json: bool) -> None:
+    """Run failed, cancelled or skipped jobs again, with their descendants."""
+    result = client_of(ctx).retry(workflow_id, list(jobs) or None)
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(f"retrying: {', '.join(result['retried']) or 'nothing to retry'}")
+
+
+@click.command()
+@click.argument("workflow_id")
+@click.pass_context
+def delete(ctx: click.Context, workflow_id: str) -> None:
+    """Delete a finished workflow and its run directories."""
+    client_of(ctx).delete(workflow_id)
+    click.echo(f"deleted {workflow_id}")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def ping(ctx: click.Context, as_json: bool) -> None:
+    """Check that the daemon answers."""
+    health = client_of(ctx).health()
+    if as_json:
+        echo_json(health)
+    else:
+        click.echo(f"ccd {health['version']} (pid {health['pid']}) up {health['uptime_s']:.0f}s, "
+                   f"{health['jobs_running']} jobs running")  # fmt: skip
+
+
+COMMANDS = (submit, list_, status, logs, cancel, retry, delete, ping)
