@@ -251,38 +251,42 @@ Send = Callable[[Message], Awaitable[None]]
 
 
 class _BodyLimit:
-    """Refuse request bodies over ``max_bytes`` with 413 before they are read whole."""
+    """Refuse request bodies over ``max_bytes`` with 413. The body is read here, before the
+    app sees it (the app would turn any error while reading into a 400)."""
 
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], max_bytes: int):
         self._app = app
         self._max = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
             await self._app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self._max:
             await _too_large(send, self._max)
             return
-        seen = 0
-
-        async def counting_receive() -> Message:
-            nonlocal seen
+        body = bytearray()
+        while True:
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self._max:
-                raise _TooLarge
-            return message
+            if message["type"] != "http.request":  # the client went away
+                return
+            body += message.get("body", b"")
+            if len(body) > self._max:
+                await _too_large(send, self._max)
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
 
-        try:
-            await self._app(scope, counting_receive, send)
-        except _TooLarge:
-            await _too_large(send, self._max)
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # a disconnect, eventually
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
 
-
-class _TooLarge(Exception):
-    pass
+        await self._app(scope, replay, send)
 
 
 async def _too_large(send: Send, limit: int) -> None:
@@ -294,7 +298,10 @@ async def _too_large(send: Send, limit: int) -> None:
 
 class PeerCheckedH11Protocol(H11Protocol):
     """uvicorn's HTTP protocol, refusing every Unix-socket peer whose uid is not ours
-    (SO_PEERCRED: the kernel's word, not the client's)."""
+    (SO_PEERCRED: the kernel's word, not the client's). The refusal is an HTTP 403 sent
+    once the request arrives, so the client reads an answer rather than a broken pipe."""
+
+    refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -305,9 +312,15 @@ class PeerCheckedH11Protocol(H11Protocol):
         pid, uid, _ = struct.unpack("3i", creds)
         if uid != os.getuid():
             log.warning("peer_refused", peer_pid=pid, peer_uid=uid)
-            body = b'{"error": "forbidden: the ccd socket serves only its own user"}'
-            transport.write(
-                b"HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\n"
-                b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
-            )
-            transport.close()
+            self.refused = True
+
+    def data_received(self, data: bytes) -> None:
+        if not self.refused:
+            super().data_received(data)
+            return
+        body = b'{"error": "forbidden: the ccd socket serves only its own user"}'
+        self.transport.write(
+            b"HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\n"
+            b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        self.transport.close()

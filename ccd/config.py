@@ -6,6 +6,7 @@ config only validates; nothing is opened here.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ import yaml
 
 from ccd import paths
 from ccd.errors import CcdError
-from ccd.spec import LOCAL_HOST, HostSpec
+from ccd.spec import LOCAL_HOST, HostSpec, valid_name
 
 SOCKET_NAME = "ccd.sock"
 HOST_TYPES = ("local",)
@@ -55,14 +56,26 @@ def load(path: Path | None, *, state_dir: Path | None = None, socket: Path | Non
     """Read the config file (if any); command-line values win over the file's."""
     data: dict[str, Any] = {}
     if path is not None:
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as err:
-            raise ConfigError(f"{path}: {err}") from err
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
-        data = loaded or {}
+        data = _read(path)
     return _build(data, str(path or "<defaults>"), state_dir, socket)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ConfigError(f"{path}: {err.strerror}") from err
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: {err.problem}") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML") from err
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return loaded
 
 
 _TOP_FIELDS = {"state_dir", "socket", "hosts", "limits", "max_request_bytes", "shutdown_grace_s"}
@@ -71,57 +84,82 @@ _LIMIT_FIELDS = set(LimitsConfig.__dataclass_fields__)
 
 def _build(data: dict[str, Any], where: str, state_dir: Path | None, socket: Path | None) -> Config:
     _check_fields(data, _TOP_FIELDS, where, "")
-    state = state_dir or _path(data.get("state_dir")) or paths.default_state_dir()
-    sock = socket or _path(data.get("socket")) or default_socket(state)
-    limits_data = data.get("limits") or {}
-    _check_fields(limits_data, _LIMIT_FIELDS, where, "limits.")
-    limits = LimitsConfig(**{k: _number(v, where, f"limits.{k}") for k, v in limits_data.items()})
+    state = state_dir or _path(data.get("state_dir"), where, "state_dir")
+    state = state or paths.default_state_dir()
+    sock = socket or _path(data.get("socket"), where, "socket") or default_socket(state)
     return Config(
         state_dir=state,
         socket=sock,
-        hosts=_hosts(data.get("hosts") or {}, where),
-        limits=limits,
-        max_request_bytes=int(_number(data.get("max_request_bytes", 16 << 20), where,
-                                      "max_request_bytes")),
-        shutdown_grace_s=float(_number(data.get("shutdown_grace_s", 5.0), where,
-                                       "shutdown_grace_s")),
+        hosts=_hosts(_mapping(data, "hosts", where), where),
+        limits=_limits(_mapping(data, "limits", where), where),
+        max_request_bytes=_count(data.get("max_request_bytes", 16 << 20), where,
+                                 "max_request_bytes"),
+        shutdown_grace_s=_seconds(data.get("shutdown_grace_s", 5.0), where, "shutdown_grace_s"),
     )  # fmt: skip
 
 
-def _hosts(data: Any, where: str) -> dict[str, HostSpec]:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: field 'hosts': expected a mapping of host names")
+def _limits(data: dict[str, Any], where: str) -> LimitsConfig:
+    _check_fields(data, _LIMIT_FIELDS, where, "limits.")
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "max_jobs":
+            values[key] = None if value is None else _count(value, where, "limits.max_jobs")
+        else:
+            values[key] = _seconds(value, where, f"limits.{key}")
+    return LimitsConfig(**values)
+
+
+def _hosts(data: dict[str, Any], where: str) -> dict[str, HostSpec]:
     hosts = {LOCAL_HOST: HostSpec(LOCAL_HOST, "local")}
     for name, entry in data.items():
-        entry = entry or {}
+        if not isinstance(name, str) or not valid_name(name):
+            raise ConfigError(f"{where}: host '{name}': invalid name (use [A-Za-z0-9_.-])")
+        entry = {} if entry is None else entry
         if not isinstance(entry, dict):
             raise ConfigError(f"{where}: host '{name}': expected a mapping")
         _check_fields(entry, {"type", "max_jobs"}, where, f"hosts.{name}.")
         host_type = entry.get("type", "local")
         if host_type not in HOST_TYPES:
-            raise ConfigError(f"{where}: host '{name}': field 'type': unknown type '{host_type}'")
+            raise ConfigError(f"{where}: field 'hosts.{name}.type': unknown type '{host_type}'")
         max_jobs = entry.get("max_jobs")
-        if max_jobs is not None and (not isinstance(max_jobs, int) or max_jobs < 1):
-            raise ConfigError(f"{where}: host '{name}': field 'max_jobs': expected an integer >= 1")
-        hosts[str(name)] = HostSpec(str(name), host_type, max_jobs)
+        if max_jobs is not None:
+            max_jobs = _count(max_jobs, where, f"hosts.{name}.max_jobs")
+        hosts[name] = HostSpec(name, host_type, max_jobs)
     return hosts
 
 
-def _check_fields(data: Any, allowed: set[str], where: str, prefix: str) -> None:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: field '{prefix.rstrip('.')}': expected a mapping")
+def _mapping(data: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: field '{key}': expected a mapping")
+    return value
+
+
+def _check_fields(data: dict[str, Any], allowed: set[str], where: str, prefix: str) -> None:
     unknown = sorted(set(map(str, data)) - allowed)
     if unknown:
         raise ConfigError(f"{where}: unknown field '{prefix}{unknown[0]}'")
 
 
-def _number(value: Any, where: str, name: str) -> Any:
-    if value is None and name == "limits.max_jobs":
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ConfigError(f"{where}: field '{name}': expected a non-negative number")
+def _count(value: Any, where: str, name: str) -> int:
+    """An integer >= 1 (booleans are not numbers here, though Python says they are)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{where}: field '{name}': expected an integer >= 1")
     return value
 
 
-def _path(value: Any) -> Path | None:
-    return Path(str(value)).expanduser() if value else None
+def _seconds(value: Any, where: str, name: str) -> float:
+    """A finite number of seconds >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (0 <= value < math.inf):
+        raise ConfigError(f"{where}: field '{name}': expected a number of seconds >= 0")
+    return float(value)
+
+
+def _path(value: Any, where: str, name: str) -> Path | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: field '{name}': expected a path")
+    return Path(value).expanduser()

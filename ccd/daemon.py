@@ -60,6 +60,7 @@ class Daemon:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def startup(self) -> None:
+        sdnotify.take_environment()
         state_dir = paths.prepare_state_dir(self.config.state_dir)
         self._lock_file = _lock_state_dir(state_dir, self.config.socket)
         logs.configure(state_dir / paths.LOG_NAME, console=logs.console_default())
@@ -72,7 +73,7 @@ class Daemon:
         )
         server_config = uvicorn.Config(
             app, http=PeerCheckedH11Protocol, lifespan="off", log_config=None,
-            access_log=False, timeout_graceful_shutdown=2,
+            access_log=False, timeout_graceful_shutdown=max(1, round(self.config.shutdown_grace_s)),
         )  # fmt: skip
         # Server.serve() would install its own signal handlers; start it piecewise instead.
         server_config.load()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -53,5 +54,8 @@ def _formatter(
 
 
 def console_default() -> TextIO | None:
-    """stderr when it is a terminal (people read it), else nothing (scripts parse stdout)."""
-    return sys.stderr if sys.stderr.isatty() else None
+    """stderr when a person or the journal reads it (a terminal, or systemd's
+    ``$JOURNAL_STREAM``), else nothing: the JSON log file has everything."""
+    if sys.stderr.isatty() or os.environ.get("JOURNAL_STREAM"):
+        return sys.stderr
+    return None

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Install what ccd and its tests need on a fresh Debian machine: Debian packages (graphviz),
-# then ccd itself with its test and notebook extras. Idempotent; run as root (or with sudo).
+# Install what ccd and its tests need on a fresh Debian machine: Debian packages (graphviz;
+# systemd for systemd-analyze, which checks the user unit; it installs fine where PID 1 is
+# not systemd), then ccd itself with its test and notebook extras. Idempotent; run as root
+# (or with sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v dot >/dev/null || need_apt+=(graphviz)
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 if ((${#need_apt[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_="sudo"

@@ -1,0 +1,271 @@
+"""The daemon's config: the documented example, defaults, precedence, and one-line errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from ccd import config
+from ccd.config import Config, ConfigError, LimitsConfig
+from ccd.spec import HostSpec
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "ccd.yaml"
+LOCAL = HostSpec("local", "local", None)
+
+
+@pytest.fixture(autouse=True)
+def xdg_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No state or runtime dir leaks in from the machine running the tests."""
+    for name in ("CCD_STATE_DIR", "XDG_STATE_HOME", "XDG_RUNTIME_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    return home
+
+
+def write(tmp_path: Path, text: str, name: str = "ccd.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def _default(cls: type, name: str) -> object:
+    f = cls.__dataclass_fields__[name]  # type: ignore[attr-defined]
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+# -- the example file ---------------------------------------------------------------------
+
+
+def test_example_loads_with_the_code_defaults(xdg_env: Path) -> None:
+    cfg = config.load(EXAMPLE)
+    assert cfg.state_dir == xdg_env / ".local" / "state" / "ccd"
+    assert cfg.socket == cfg.state_dir / "ccd.sock"
+    assert dict(cfg.hosts) == {"local": LOCAL}
+    assert cfg.limits == LimitsConfig()
+    assert cfg.limits.max_jobs is None
+    assert cfg.limits.retry_backoff_s == 1.0
+    assert cfg.limits.retry_backoff_max_s == 300.0
+    assert cfg.limits.kill_grace_s == 5.0
+    assert cfg.limits.progress_interval_s == 1.0
+    assert cfg.max_request_bytes == 16 << 20 == _default(Config, "max_request_bytes")
+    assert cfg.shutdown_grace_s == 5.0 == _default(Config, "shutdown_grace_s")
+    assert cfg == config.load(None)  # the example changes nothing
+
+
+@pytest.mark.parametrize(
+    ("cls", "prefix"), [(Config, ""), (LimitsConfig, "limits."), (HostSpec, "hosts.")]
+)
+def test_example_documents_every_field(cls: type, prefix: str) -> None:
+    """A new option must be added to configs/ccd.yaml (set, or commented out) with its docs."""
+    text = EXAMPLE.read_text()
+    skip = {"name"} if cls is HostSpec else set()  # a host's name is its key
+    missing = [
+        prefix + f.name
+        for f in dataclasses.fields(cls)
+        if f.name not in skip and not re.search(rf"^[ #]*{f.name}:", text, re.MULTILINE)
+    ]
+    assert not missing, f"configs/ccd.yaml does not document {missing}"
+
+
+def test_example_states_each_default_in_its_comments() -> None:
+    """Each number's comment says its default, and says the same as the code."""
+    text = EXAMPLE.read_text()
+    scalars = [
+        f
+        for f in (*dataclasses.fields(LimitsConfig), *dataclasses.fields(Config))
+        if f.default is None or isinstance(f.default, int | float)
+    ]
+    assert len(scalars) == 7
+    for f in scalars:
+        shown = "null" if f.default is None else str(f.default)
+        block = re.search(rf"((?:^ *#.*\n)+) *{f.name}:", text, re.MULTILINE)
+        assert block, f"{f.name} has no comment above it"
+        assert f"Default: {shown}" in " ".join(block.group(1).split()), f.name
+
+
+# -- defaults with no file ----------------------------------------------------------------
+
+
+def test_defaults_without_a_file(xdg_env: Path) -> None:
+    cfg = config.load(None)
+    assert cfg.state_dir == xdg_env / ".local" / "state" / "ccd"
+    assert cfg.socket == cfg.state_dir / "ccd.sock"
+    assert dict(cfg.hosts) == {"local": LOCAL}
+    assert cfg.limits == LimitsConfig()
+
+
+def test_state_dir_from_ccd_state_dir_beats_xdg(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("CCD_STATE_DIR", str(tmp_path / "explicit"))
+    assert config.load(None).state_dir == tmp_path / "explicit"
+
+
+def test_state_dir_from_xdg_state_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    cfg = config.load(None)
+    assert cfg.state_dir == tmp_path / "xdg" / "ccd"
+    assert cfg.socket == tmp_path / "xdg" / "ccd" / "ccd.sock"
+
+
+def test_socket_in_xdg_runtime_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    assert config.load(None).socket == tmp_path / "run" / "ccd.sock"
+
+
+def test_empty_file_gives_defaults(tmp_path: Path) -> None:
+    assert config.load(write(tmp_path, "# nothing\n")) == config.load(None)
+
+
+# -- the file's values and the command line -----------------------------------------------
+
+
+def test_file_values(tmp_path: Path, xdg_env: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        state_dir: ~/st
+        hosts:
+          bigmem: {type: local, max_jobs: 2}
+          plain:
+        limits: {max_jobs: 8, retry_backoff_s: 2, kill_grace_s: 0.5}
+        max_request_bytes: 1024
+        shutdown_grace_s: 1
+        """,
+    )
+    cfg = config.load(path)
+    assert cfg.state_dir == xdg_env / "st"  # ~ expanded
+    assert cfg.socket == xdg_env / "st" / "ccd.sock"  # follows the file's state_dir
+    assert dict(cfg.hosts) == {
+        "local": LOCAL,
+        "bigmem": HostSpec("bigmem", "local", 2),
+        "plain": HostSpec("plain", "local", None),
+    }
+    assert cfg.limits == LimitsConfig(max_jobs=8, retry_backoff_s=2, kill_grace_s=0.5)
+    assert cfg.max_request_bytes == 1024
+    assert cfg.shutdown_grace_s == 1.0
+
+
+def test_the_local_host_can_be_capped(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, "hosts: {local: {max_jobs: 3}}\n"))
+    assert dict(cfg.hosts) == {"local": HostSpec("local", "local", 3)}
+
+
+def test_command_line_beats_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, f"state_dir: {tmp_path / 'file-st'}\nsocket: {tmp_path / 'f.sock'}\n")
+    cfg = config.load(path, state_dir=tmp_path / "cli-st", socket=tmp_path / "cli.sock")
+    assert (cfg.state_dir, cfg.socket) == (tmp_path / "cli-st", tmp_path / "cli.sock")
+    cfg = config.load(path, state_dir=tmp_path / "cli-st")
+    assert (cfg.state_dir, cfg.socket) == (tmp_path / "cli-st", tmp_path / "f.sock")
+
+
+def test_command_line_state_dir_moves_the_default_socket(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, "{}\n"), state_dir=tmp_path / "cli-st")
+    assert cfg.socket == tmp_path / "cli-st" / "ccd.sock"
+
+
+# -- errors: one line, naming the file and the field --------------------------------------
+
+
+BAD = {
+    "unknown top field": ("colour: red\n", "'colour'"),
+    "unknown limit": ("limits: {max_job: 3}\n", "'limits.max_job'"),
+    "limit not a number": ("limits: {kill_grace_s: soon}\n", "'limits.kill_grace_s'"),
+    "limit negative": ("limits: {retry_backoff_s: -1}\n", "'limits.retry_backoff_s'"),
+    "limit a boolean": ("limits: {progress_interval_s: true}\n", "'limits.progress_interval_s'"),
+    "limit null": ("limits: {retry_backoff_max_s: null}\n", "'limits.retry_backoff_max_s'"),
+    "limits not a mapping": ("limits: [1, 2]\n", "'limits'"),
+    "request bytes not a number": ("max_request_bytes: 16M\n", "'max_request_bytes'"),
+    "grace negative": ("shutdown_grace_s: -2\n", "'shutdown_grace_s'"),
+    "bad host type": ("hosts: {gpu: {type: slurmm}}\n", "'hosts.gpu.type'"),
+    "host max_jobs zero": ("hosts: {gpu: {max_jobs: 0}}\n", "'hosts.gpu.max_jobs'"),
+    "host max_jobs text": ("hosts: {gpu: {max_jobs: many}}\n", "'hosts.gpu.max_jobs'"),
+    "unknown host field": ("hosts: {gpu: {type: local, cores: 4}}\n", "'hosts.gpu.cores'"),
+    "host not a mapping": ("hosts: {gpu: [local]}\n", "'gpu'"),
+    "hosts not a mapping": ("hosts: [gpu, cpu]\n", "'hosts'"),
+    "top level a list": ("- state_dir: /x\n", "mapping"),
+    "top level a string": ("just words\n", "mapping"),
+}
+
+
+@pytest.mark.parametrize(("text", "names"), list(BAD.values()), ids=list(BAD))
+def test_bad_config_is_one_line_naming_file_and_field(
+    tmp_path: Path, text: str, names: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: "), message
+    assert names in message, message
+    assert "\n" not in message, message
+
+
+def test_host_type_error_names_the_field_and_the_value(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"field 'hosts\.gpu\.type': unknown type 'slurmm'"):
+        config.load(write(tmp_path, "hosts: {gpu: {type: slurmm}}\n"))
+
+
+def test_missing_file_names_it(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: ")) as info:
+        config.load(path)
+    assert "\n" not in str(info.value)
+
+
+def test_config_error_is_a_ccd_error() -> None:
+    from ccd.errors import CcdError
+
+    assert issubclass(ConfigError, CcdError)
+
+
+# -- known bugs in ccd/config.py (strict: each turns into a failure once fixed) -----------
+
+
+def test_yaml_syntax_error_is_one_line_with_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "limits: {max_jobs: 3\nhosts: x\n")
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    message = str(info.value)
+    assert "\n" not in message, message
+    assert message.startswith(f"{path}:2:"), message
+
+
+@pytest.mark.parametrize("text", ["limits: []\n", "limits: 0\n", "hosts: ''\n", "hosts: {a: 0}\n"])
+def test_falsy_non_mapping_is_an_error(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError):
+        config.load(write(tmp_path, text))
+
+
+@pytest.mark.parametrize("value", ["0", "2.5"])
+def test_global_max_jobs_must_be_a_positive_integer(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape("'limits.max_jobs'")):
+        config.load(write(tmp_path, f"limits: {{max_jobs: {value}}}\n"))
+
+
+def test_host_max_jobs_rejects_a_boolean(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"'hosts\.a\.max_jobs'"):
+        config.load(write(tmp_path, "hosts: {a: {max_jobs: true}}\n"))
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf"])
+def test_limits_must_be_finite(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape("'limits.retry_backoff_s'")):
+        config.load(write(tmp_path, f"limits: {{retry_backoff_s: {value}}}\n"))
+
+
+def test_max_request_bytes_must_be_an_integer(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="'max_request_bytes'"):
+        config.load(write(tmp_path, "max_request_bytes: 1.5\n"))
+
+
+@pytest.mark.parametrize("name", ["'a b/..'", "'-x'", "null"])
+def test_host_names_follow_the_name_rule(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ConfigError):
+        config.load(write(tmp_path, f"hosts: {{{name}: {{type: local}}}}\n"))
