@@ -93,18 +93,22 @@ class Engine:
     ) -> Engine:
         paths.prepare_state_dir(state_dir)
         store = await Store.open(state_dir / paths.DB_NAME)
-        executors = {name: _make_executor(host) for name, host in hosts.items()}
+        executors = _make_executors(hosts)
         limits = _with_host_limits(limits or Limits(), hosts)
-        scheduler = Scheduler(store, executors, state_dir / paths.RUNS_NAME, limits)
+        scheduler = Scheduler(
+            store, executors, state_dir / paths.RUNS_NAME, limits, batch_hosts=_batch_hosts(hosts)
+        )
         return cls(store, scheduler, executors, hosts)
 
     def reload(self, hosts: Mapping[str, HostSpec], limits: Limits) -> None:
         """Apply a new config: new hosts become usable, limits apply from the next dispatch.
         Hosts in use are kept (their jobs are running)."""
-        for name, host in hosts.items():
-            if name not in self._executors:
-                self._executors[name] = _make_executor(host)
+        new = {name: host for name, host in hosts.items() if name not in self._executors}
+        added = _make_executors(new, self._executors)
+        self._executors.update(added)
+        self.scheduler.adopt(added.values())
         self.hosts.update(hosts)
+        self.scheduler.batch_hosts |= _batch_hosts(hosts)
         self.scheduler.set_limits(_with_host_limits(limits, self.hosts))
 
     async def parse(self, text: str, source: Path, base_dir: Path) -> WorkflowSpec:
@@ -173,11 +177,20 @@ class Engine:
         return list(run.jobs) if run is not None else []
 
 
+def _batch_hosts(hosts: Mapping[str, HostSpec]) -> set[str]:
+    return {name for name, host in hosts.items() if host.type == "slurm"}
+
+
 def _with_host_limits(limits: Limits, hosts: Mapping[str, HostSpec]) -> Limits:
     host_limits = {n: h.max_jobs for n, h in hosts.items() if h.max_jobs is not None}
     return replace(limits, host_max_jobs={**host_limits, **limits.host_max_jobs})
 
 
-def _make_executor(host: HostSpec) -> Executor:
-    executor: Executor = backend_class(host.type)(host.name)
-    return executor
+def _make_executors(
+    hosts: Mapping[str, HostSpec], existing: Mapping[str, Executor] | None = None
+) -> dict[str, Executor]:
+    """One executor per host; Slurm hosts last, as they may run through an ssh host's."""
+    built: dict[str, Executor] = dict(existing or {})
+    for name, host in sorted(hosts.items(), key=lambda item: item[1].type == "slurm"):
+        built[name] = backend_class(host.type).create(host, built)
+    return {name: built[name] for name in hosts}

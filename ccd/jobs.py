@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import shutil
 import sys
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from ccd.executors.base import Launch
+from ccd.hosts import FAILURE_CLASSES, Resources
 from ccd.models import JobState
 from ccd.spec import JobSpec, WorkflowSpec
 from ccd.store import JobRecord
@@ -16,37 +19,57 @@ INLINE_SCRIPT = "run.sh"  # the file an inline `run:` command is written to in t
 SNAPSHOT_DIR = ".scripts"  # job names cannot start with ".", so this never clashes with one
 
 
-def snapshot_scripts(workflow_dir: Path, spec: WorkflowSpec) -> dict[str, Path]:
-    """Copy each script once, at submit, so later edits do not change this run.
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A job's files as copied at submit: its script (None for an inline command) and
+    its inputs."""
 
-    Jobs sharing a script share its snapshot. Inline commands need no file: their text is
-    stored with the job."""
+    script: Path | None
+    inputs: tuple[Path, ...]
+
+
+def snapshot_files(workflow_dir: Path, spec: WorkflowSpec) -> dict[str, Snapshot]:
+    """Copy each script and input once, at submit, so later edits do not change this run.
+
+    Jobs sharing a file share its copy (kept under its own name, which jobs may rely on).
+    Inline commands need no file: their text is stored with the job."""
     copies: dict[Path, Path] = {}
-    result: dict[str, Path] = {}
-    for job in spec.jobs.values():
-        if job.script is None:
-            continue
-        if job.script not in copies:
-            target = workflow_dir / SNAPSHOT_DIR / str(len(copies)) / job.script.name
+
+    def copy(source: Path) -> Path:
+        if source not in copies:
+            target = workflow_dir / SNAPSHOT_DIR / str(len(copies)) / source.name
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(job.script, target)
-            copies[job.script] = target
-        result[job.name] = copies[job.script]
-    return result
+            shutil.copyfile(source, target)
+            copies[source] = target
+        return copies[source]
+
+    return {
+        job.name: Snapshot(
+            copy(job.script) if job.script is not None else None,
+            tuple(copy(Path(p)) for p in job.inputs),
+        )
+        for job in spec.jobs.values()
+        if job.script is not None or job.inputs
+    }
 
 
-def job_record(wf_id: str, job: JobSpec, snapshot: Path | None) -> JobRecord:
-    """The row stored for a job; ``snapshot`` replaces the script's original path."""
+def job_record(wf_id: str, job: JobSpec, snapshot: Snapshot | None) -> JobRecord:
+    """The row stored for a job; snapshots replace the script's and inputs' original paths."""
     spec = {
         "kind": job.kind,
         "run": job.run,
-        "script": str(snapshot) if snapshot else None,
+        "script": str(snapshot.script) if snapshot and snapshot.script else None,
         "args": list(job.args),
         "env": dict(job.env),
         "needs": list(job.needs),
         "retries": job.retries,
         "timeout_s": job.timeout_s,
         "python": job.python,
+        "inputs": [str(p) for p in snapshot.inputs] if snapshot else [],
+        "outputs": list(job.outputs),
+        "resources": _resources_json(job.resources),
+        "retry_on": sorted(job.retry_on),
+        "on_retry": dict(job.on_retry),
     }
     return JobRecord(wf_id, job.name, JobState.WAITING, job.host, spec)
 
@@ -66,7 +89,24 @@ def job_spec(rec: JobRecord) -> JobSpec:
         retries=s["retries"],
         timeout_s=s["timeout_s"],
         python=s["python"],
+        inputs=tuple(s.get("inputs", ())),
+        outputs=tuple(s.get("outputs", ())),
+        resources=_resources_of(s.get("resources")),
+        retry_on=frozenset(s.get("retry_on", FAILURE_CLASSES)),
+        on_retry=s.get("on_retry", {}),
     )
+
+
+def _resources_json(resources: Resources | None) -> dict[str, Any] | None:
+    if resources is None:
+        return None
+    return {f.name: getattr(resources, f.name) for f in fields(resources)}
+
+
+def _resources_of(data: dict[str, Any] | None) -> Resources | None:
+    if data is None:
+        return None
+    return Resources(**{**data, "sbatch_args": tuple(data.get("sbatch_args", ()))})
 
 
 def launch_for(spec: JobSpec, wf_id: str, attempt: int, runs_root: Path) -> Launch:

@@ -11,6 +11,7 @@ from ccd.errors import TransitionError
 class JobState(StrEnum):
     WAITING = "waiting"  # some parent has not succeeded yet
     READY = "ready"  # every parent succeeded; waiting for a slot (or a retry's backoff)
+    SUBMITTED = "submitted"  # handed to a batch system (Slurm); queued there
     RUNNING = "running"  # an attempt was committed as started
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -21,14 +22,20 @@ class JobState(StrEnum):
 TERMINAL: frozenset[JobState] = frozenset(
     {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.SKIPPED}
 )
-ACTIVE: frozenset[JobState] = frozenset({JobState.READY, JobState.RUNNING})
+ACTIVE: frozenset[JobState] = frozenset({JobState.READY, JobState.SUBMITTED, JobState.RUNNING})
+# An attempt is in flight: it holds a slot and may be re-attached to after a restart.
+IN_FLIGHT: frozenset[JobState] = frozenset({JobState.SUBMITTED, JobState.RUNNING})
 RETRYABLE: frozenset[JobState] = frozenset({JobState.FAILED, JobState.CANCELLED, JobState.SKIPPED})
 
-# Every allowed change of a job's state. RUNNING -> READY is an automatic retry (the attempt
-# failed and the job has retries left); FAILED/CANCELLED/SKIPPED -> WAITING is a user's retry.
+# Every allowed change of a job's state. READY -> SUBMITTED (batch hosts) or RUNNING starts an
+# attempt; back to READY is an automatic retry (the attempt failed and the job has retries
+# left); FAILED/CANCELLED/SKIPPED -> WAITING is a user's retry.
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.WAITING: frozenset({JobState.READY, JobState.SKIPPED, JobState.CANCELLED}),
-    JobState.READY: frozenset({JobState.RUNNING, JobState.CANCELLED}),
+    JobState.READY: frozenset({JobState.SUBMITTED, JobState.RUNNING, JobState.CANCELLED}),
+    JobState.SUBMITTED: frozenset(
+        {JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.READY}
+    ),
     JobState.RUNNING: frozenset(
         {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.READY}
     ),
@@ -78,6 +85,19 @@ class ExitStatus:
     @property
     def ok(self) -> bool:
         return self.code == 0 and self.signal is None and self.reason is None
+
+
+def failure_class(status: ExitStatus) -> str:
+    """The class a failed attempt belongs to, as `retry_on` names them."""
+    if status.reason in _REASON_CLASSES:
+        return status.reason
+    return "signal" if status.signal is not None else "exit"
+
+
+# Reasons an executor or the scheduler may give that are failure classes of their own.
+_REASON_CLASSES = frozenset(
+    {"timeout", "out_of_memory", "node_fail", "preempted", "cancelled", "lost"}
+)
 
 
 @dataclass(frozen=True, slots=True)

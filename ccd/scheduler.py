@@ -23,9 +23,10 @@ import structlog
 
 from ccd.attempts import Attempt, AttemptRunner
 from ccd.errors import CcdError, NotFound
-from ccd.executors.base import Executor
-from ccd.jobs import job_record, job_spec, launch_for, snapshot_scripts
+from ccd.executors.base import Executor, Handle
+from ccd.jobs import job_record, job_spec, launch_for, snapshot_files
 from ccd.models import (
+    IN_FLIGHT,
     RETRYABLE,
     TERMINAL,
     ExitStatus,
@@ -33,6 +34,7 @@ from ccd.models import (
     Progress,
     WorkflowState,
     check_transition,
+    failure_class,
     workflow_state,
 )
 from ccd.progress import LogTail
@@ -40,6 +42,7 @@ from ccd.spec import JobSpec, WorkflowSpec
 from ccd.store import (
     AttemptRecord,
     Batch,
+    JobNote,
     JobRecord,
     ProgressUpdate,
     Store,
@@ -97,6 +100,7 @@ class JobRun:
     budget_start: int = 0  # attempts made before the current retry budget began
     attempt: Attempt | None = None  # the attempt in flight
     progress: int | None = None
+    pending_reason: str | None = None  # why a batch system keeps it queued
 
     @property
     def name(self) -> str:
@@ -127,8 +131,13 @@ class Scheduler:
         executors: Mapping[str, Executor],
         runs_root: Path,
         limits: Limits | None = None,
+        *,
+        batch_hosts: Iterable[str] = (),
     ) -> None:
         self._store = store
+        self._executors = executors
+        # Hosts whose jobs queue in a batch system first: their attempts start SUBMITTED.
+        self.batch_hosts = set(batch_hosts)
         self._runs_root = runs_root
         self.limits = limits or Limits()
         self._runner = AttemptRunner(
@@ -148,6 +157,7 @@ class Scheduler:
         self._listeners: list[Callable[[JobEvent], None]] = []
         self._idle = asyncio.Event()
         self._idle.set()
+        self.adopt(executors.values())
 
     # -- public API -----------------------------------------------------------------------
 
@@ -169,7 +179,7 @@ class Scheduler:
         wf_id = new_workflow_id()
         while wf_id in self.workflows:
             wf_id = new_workflow_id()
-        snapshots = await asyncio.to_thread(snapshot_scripts, self._runs_root / wf_id, spec)
+        snapshots = await asyncio.to_thread(snapshot_files, self._runs_root / wf_id, spec)
         records = [job_record(wf_id, job, snapshots.get(job.name)) for job in spec.jobs.values()]
         at = time.time()
         await self._store.put_workflow(
@@ -193,6 +203,11 @@ class Scheduler:
             run = self.workflows[workflow_id]  # a retry may have replaced the event
         return run.state
 
+    def adopt(self, executors: Iterable[Executor]) -> None:
+        """Listen to executors' news (queued jobs' states, host health)."""
+        for executor in executors:
+            executor.listen(self._on_executor_state, self._kick)
+
     def running_count(self) -> int:
         return self._running_total
 
@@ -214,7 +229,7 @@ class Scheduler:
                 latest[a.job] = a
                 run.jobs[a.job].budget_start += a.reason == NEVER_STARTED
             for job in run.jobs.values():
-                if job.state is JobState.RUNNING:
+                if job.state in IN_FLIGHT:
                     self._resume(job, latest.get(job.name))
                 elif job.state is JobState.READY:
                     self._enqueue(job)
@@ -352,7 +367,7 @@ class Scheduler:
         self._batch.transitions.append(
             Transition(
                 job.wf.id, job.name, old, new, at, reason,
-                attempts=job.attempts if new is JobState.RUNNING else None,
+                attempts=job.attempts if old is JobState.READY and new in IN_FLIGHT else None,
                 exit_code=exit.code if exit else None,
                 signal=exit.signal if exit else None,
             )
@@ -399,7 +414,7 @@ class Scheduler:
         if job.state in (JobState.WAITING, JobState.READY):
             self._transition(job, JobState.CANCELLED, reason)
             self._skip_descendants(job)
-        elif job.state is JobState.RUNNING and job.attempt is not None:
+        elif job.state in IN_FLIGHT and job.attempt is not None:
             job.attempt.request_kill("cancelled")
 
     def _skip_descendants(self, job: JobRun) -> None:
@@ -415,13 +430,16 @@ class Scheduler:
         attempt, job.attempt = job.attempt, None
         self._release_slot(job)
         self._batch.attempts.append(self._attempt_record(job, attempt, status))
-        if attempt is not None and attempt.kill_reason == "cancelled":
-            self._transition(job, JobState.CANCELLED, "cancelled by user", exit=status)
+        cls = failure_class(status)
+        if cls == "cancelled":  # by us, or by someone else (e.g. scancel)
+            ours = attempt is not None and attempt.kill_reason == "cancelled"
+            why = "cancelled by user" if ours else "cancelled outside ccd"
+            self._transition(job, JobState.CANCELLED, why, exit=status)
             self._skip_descendants(job)
         elif status.ok:
             self._transition(job, JobState.SUCCEEDED, exit=status)
             self._release_children(job)
-        elif job.attempts - job.budget_start <= job.spec.retries:
+        elif cls in job.spec.retry_on and job.attempts - job.budget_start <= job.spec.retries:
             self._transition(job, JobState.READY, f"retry after {_describe(status)}", exit=status)
             self._retry_later(job)
         else:
@@ -470,6 +488,8 @@ class Scheduler:
         """Start ready jobs while their host and the global limit have room."""
         global_cap = self.limits.max_jobs
         for host, queue in self._ready.items():
+            if queue and self._executors[host].health().state != "ok":
+                continue  # its jobs wait (READY) until the host is back
             limit = self._host_limit(host)
             while queue and self._running.get(host, 0) < limit:
                 if global_cap is not None and self._running_total >= global_cap:
@@ -482,7 +502,8 @@ class Scheduler:
         self._take_slot(job)
         job.attempts += 1
         job.progress = None
-        self._transition(job, JobState.RUNNING, f"attempt {job.attempts}")
+        first = JobState.SUBMITTED if job.spec.host in self.batch_hosts else JobState.RUNNING
+        self._transition(job, first, f"attempt {job.attempts}")
         attempt = self._new_attempt(job)
         self._batch.attempts.append(self._attempt_record(job, attempt, None))
         self._after_commit.append(lambda: self._own(job, self._runner.run(attempt)))
@@ -535,6 +556,23 @@ class Scheduler:
         self._check_idle()
         if not task.cancelled() and (error := task.exception()) is not None:
             log.error("attempt_crashed", workflow=job.wf.id, job=job.name, exc_info=error)
+
+    def _on_executor_state(self, handle: Handle, state: str, reason: str | None) -> None:
+        """A batch system's word on a queued attempt: still pending (and why), or running."""
+        run = self.workflows.get(handle.workflow_id)
+        job = run.jobs.get(handle.job) if run else None
+        if run is None or job is None or job.attempts != handle.attempt:
+            return  # an old attempt's late news
+        if job.state not in IN_FLIGHT:
+            return
+        if state == "running" and job.state is JobState.SUBMITTED:
+            self._transition(job, JobState.RUNNING, reason)
+        elif state == "pending" and reason and reason != job.pending_reason:
+            job.pending_reason = reason
+            self._batch.notes.append(JobNote(run.id, job.name, job.state, reason, time.time()))
+            event = JobEvent(run.id, job.name, job.state, time.time(), reason)
+            self._after_commit.append(lambda: self._announce(event))
+        self._kick()
 
     def _on_progress(self, job: JobRun, marker: Progress, offset: int) -> None:
         job.progress = marker.percent

@@ -21,7 +21,7 @@ from typing import Any
 import aiosqlite
 
 from ccd.errors import NotFound, StoreError
-from ccd.models import JobState, WorkflowState
+from ccd.models import TERMINAL, JobState, WorkflowState
 
 _SCHEMA_V1 = """
 CREATE TABLE workflows (
@@ -147,9 +147,20 @@ class Transition:
     new: JobState
     at: float
     reason: str | None = None
-    attempts: int | None = None  # set when an attempt starts
+    attempts: int | None = None  # set exactly when an attempt starts
     exit_code: int | None = None
     signal: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobNote:
+    """Why a job stays in its state, e.g. Slurm's reason for keeping it pending."""
+
+    workflow_id: str
+    job: str
+    state: JobState
+    reason: str
+    at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,9 +201,12 @@ class Batch:
     attempts: list[AttemptRecord] = field(default_factory=list)  # upserted whole
     progress: list[ProgressUpdate] = field(default_factory=list)
     workflows: list[WorkflowChange] = field(default_factory=list)
+    notes: list[JobNote] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.transitions or self.attempts or self.progress or self.workflows)
+        return bool(
+            self.transitions or self.attempts or self.progress or self.workflows or self.notes
+        )
 
 
 def new_workflow_id() -> str:
@@ -295,17 +309,17 @@ class Store:
     async def _write_batch(self, batch: Batch) -> None:
         conn = self._conn
         if batch.transitions:
+            # An attempt starts (attempts set): new start time, progress cleared.
             await conn.executemany(
                 "UPDATE jobs SET state=?, reason=?, exit_code=?, signal=?,"
                 " attempts=COALESCE(?, attempts),"
-                " started_at=CASE WHEN ?='running' THEN ? ELSE started_at END,"
-                " ended_at=CASE WHEN ? IN ('succeeded','failed','cancelled','skipped')"
-                "   THEN ? ELSE NULL END,"
-                " progress=CASE WHEN ?='running' THEN NULL ELSE progress END"
+                " started_at=CASE WHEN ? IS NOT NULL THEN ? ELSE started_at END,"
+                " ended_at=?,"
+                " progress=CASE WHEN ? IS NOT NULL THEN NULL ELSE progress END"
                 " WHERE workflow_id=? AND name=?",
                 (
-                    (t.new, t.reason, t.exit_code, t.signal, t.attempts, t.new, t.at,
-                     t.new, t.at, t.new, t.workflow_id, t.job)
+                    (t.new, t.reason, t.exit_code, t.signal, t.attempts, t.attempts, t.at,
+                     t.at if t.new in TERMINAL else None, t.attempts, t.workflow_id, t.job)
                     for t in batch.transitions
                 ),
             )  # fmt: skip
@@ -322,6 +336,15 @@ class Store:
                     for a in batch.attempts
                 ),
             )  # fmt: skip
+        if batch.notes:
+            await conn.executemany(
+                "UPDATE jobs SET reason=? WHERE workflow_id=? AND name=?",
+                ((n.reason, n.workflow_id, n.job) for n in batch.notes),
+            )
+            await conn.executemany(
+                "INSERT INTO events (workflow_id, job, at, old, new, reason) VALUES (?,?,?,?,?,?)",
+                ((n.workflow_id, n.job, n.at, n.state, n.state, n.reason) for n in batch.notes),
+            )
         if batch.progress:
             await conn.executemany(
                 "UPDATE jobs SET progress=COALESCE(?, progress), message=COALESCE(?, message)"

@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -28,12 +29,17 @@ from ccd.executors.base import (
     LOG_NAME,
     STATUS_NAME,
     WRAPPER_NAME,
+    CommandResult,
     Handle,
+    HealthListener,
+    HostHealth,
     Launch,
+    StateListener,
     StatusRecord,
     parse_status,
 )
 from ccd.models import ExitStatus
+from ccd.specbase import HostSpec
 
 READ_LOG_MAX_BYTES = 1 << 20
 SHELL = "/bin/sh"
@@ -177,6 +183,16 @@ class LocalExecutor:
         # link() instead of creating and writing a file (an inode allocation, which costs
         # up to a millisecond on a busy ext4).
         self._wrapper_source: Path | None = None
+
+    @classmethod
+    def create(cls, host: HostSpec, executors: Mapping[str, object]) -> LocalExecutor:
+        return cls(host.name)
+
+    def health(self) -> HostHealth:
+        return HostHealth()  # this machine is always there
+
+    def listen(self, on_state: StateListener, on_health: HealthListener) -> None:
+        """Nothing to report: a local job runs the moment it starts."""
 
     async def start(self, launch: Launch) -> Handle:
         try:
@@ -460,3 +476,43 @@ def _open_verified_pidfd(pid: int, record: StatusRecord) -> int | None:
         os.close(pidfd)
         return None
     return pidfd
+
+
+class LocalShell:
+    """The `Shell` of this machine: subprocesses and plain files."""
+
+    async def run(
+        self, argv: Sequence[str], *, stdin: bytes | None = None, timeout_s: float | None = None
+    ) -> CommandResult:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(stdin), timeout_s)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise
+        assert proc.returncode is not None
+        return CommandResult(proc.returncode, out, err)
+
+    async def write_files(self, files: Mapping[str, bytes], *, mode: int = 0o644) -> None:
+        await asyncio.to_thread(_write_files, files, mode)
+
+    async def read_file(self, path: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
+        return _read_bytes(_expand(path), offset, limit)
+
+
+def _expand(path: str) -> Path:
+    return Path(path).expanduser()
+
+
+def _write_files(files: Mapping[str, bytes], mode: int) -> None:
+    for name, data in files.items():
+        path = _expand(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        path.chmod(mode)
