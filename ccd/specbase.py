@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Literal
 
 from ccd import dag
+from ccd.hosts import FAILURE_CLASSES, Resources, SlurmOptions, SshOptions
 from ccd.yamltree import Bad, Ctx, Node, Reader, as_text, is_null
 
 ScriptKind = Literal["shell", "sh", "py", "ipynb"]  # "shell": an inline `run:` command
@@ -25,8 +26,9 @@ LOCAL_HOST = "local"
 @dataclass(frozen=True, slots=True)
 class HostSpec:
     name: str
-    type: str  # "local" for now; "ssh" and "slurm" arrive with their backends
+    type: str  # "local", "ssh" or "slurm"
     max_jobs: int | None = None  # None: the backend's default (CPU count for local)
+    options: SshOptions | SlurmOptions | None = None  # the type's own settings
 
 
 BUILTIN_LOCAL = HostSpec(LOCAL_HOST, "local")
@@ -46,6 +48,11 @@ class JobSpec:
     timeout_s: float | None = None
     python: str = "python3"  # interpreter for .py jobs
     line: int | None = None  # where the job is defined in its file
+    inputs: tuple[str, ...] = ()  # files (relative to base_dir) sent to a remote run dir
+    outputs: tuple[str, ...] = ()  # glob patterns fetched back from it after success
+    resources: Resources | None = None  # batch requests (slurm hosts)
+    retry_on: frozenset[str] = frozenset(FAILURE_CLASSES)  # which failures use `retries`
+    on_retry: Mapping[str, float] = field(default_factory=dict)  # e.g. {"mem": 2.0}
 
 
 @dataclass(frozen=True, slots=True)

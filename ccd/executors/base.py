@@ -10,10 +10,10 @@ after a daemon restart exact.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from ccd.models import ExitStatus
 
@@ -120,8 +120,53 @@ def _epoch(stamps: dict[str, str], boot_time: float | None) -> float | None:
     return _float(stamps.get("time"))
 
 
+@dataclass(frozen=True, slots=True)
+class HostHealth:
+    """Whether a host takes work now, and why not. ``state`` is one of "ok", "connecting",
+    "unreachable"."""
+
+    state: str = "ok"
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+class Shell(Protocol):
+    """Runs short commands and moves small files on one machine: this one, or one reached
+    over SSH. The Slurm backend runs ``sbatch``/``squeue`` through one of these."""
+
+    async def run(
+        self, argv: Sequence[str], *, stdin: bytes | None = None, timeout_s: float | None = None
+    ) -> CommandResult:
+        """Run ``argv`` (no shell: arguments are passed as they are) and collect output."""
+        ...
+
+    async def write_files(self, files: Mapping[str, bytes], *, mode: int = 0o644) -> None:
+        """Create each file (absolute path -> content), creating parent directories."""
+        ...
+
+    async def read_file(self, path: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
+        """Bytes of ``path`` from ``offset`` (empty if the file does not exist)."""
+        ...
+
+
+# The scheduler's ears on an executor: (handle, "pending" or "running", reason) as a
+# queued job's state changes; and a call with no arguments when the host's health changes.
+StateListener = Callable[[Handle, str, str | None], None]
+HealthListener = Callable[[], None]
+
+
 class Executor(Protocol):
-    """One backend. Implementations must be safe to call from many tasks at once."""
+    """One backend. Implementations must be safe to call from many tasks at once.
+
+    Constructed as ``cls.create(host, executors)``: ``host`` is the `HostSpec`,
+    ``executors`` the ones built before it (a Slurm host reaches its cluster through the
+    ssh host it names)."""
 
     async def start(self, launch: Launch) -> Handle:
         """Create the run directory, place wrapper and script, start the job detached."""
@@ -144,6 +189,14 @@ class Executor(Protocol):
         is then guaranteed never to start, so the caller may launch it afresh)."""
         ...
 
+    def health(self) -> HostHealth:
+        """Whether the host takes new jobs now; the scheduler dispatches only if "ok"."""
+        ...
+
+    def listen(self, on_state: StateListener, on_health: HealthListener) -> None:
+        """Register the scheduler's callbacks (called at most once, before any start)."""
+        ...
+
     async def close(self) -> None:
         """Release connections; running jobs keep running."""
         ...
@@ -152,11 +205,12 @@ class Executor(Protocol):
 # Backends by host type, imported lazily so that e.g. asyncssh loads only when used.
 BACKENDS: dict[str, str] = {
     "local": "ccd.executors.local:LocalExecutor",
+    "ssh": "ccd.executors.ssh:SshExecutor",
+    "slurm": "ccd.executors.slurm:SlurmExecutor",
 }
 
 
-def backend_class(host_type: str) -> type:
+def backend_class(host_type: str) -> Any:
     """The executor class for a host type, imported on first use."""
     module_name, _, class_name = BACKENDS[host_type].partition(":")
-    cls: type = getattr(importlib.import_module(module_name), class_name)
-    return cls
+    return getattr(importlib.import_module(module_name), class_name)
