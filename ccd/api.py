@@ -90,6 +90,11 @@ def _add_read_routes(app: FastAPI, engine: Engine, started_at: float) -> None:
             "uptime_s": round(time.time() - started_at, 3),
             "workflows_running": sum(1 for w in workflows if w.unfinished),
             "jobs_running": engine.scheduler.running_count(),
+            "hosts": {
+                name: {"state": h.state, "reason": h.reason}
+                for name in engine.hosts
+                for h in [engine.host_health(name)]
+            },
         }
 
     @app.get("/workflows")

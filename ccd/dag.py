@@ -33,6 +33,7 @@ class SpecView(Protocol):
 STATE_COLORS: Mapping[JobState, str] = {
     JobState.WAITING: "white",
     JobState.READY: "white",
+    JobState.SUBMITTED: "#FFF2CC",  # queued in a batch system: not cloudmesh's, ours
     JobState.RUNNING: "#CCE5FF",
     JobState.SUCCEEDED: "#CCFFCC",
     JobState.FAILED: "#FFCCCC",

@@ -13,7 +13,7 @@ from typing import Any
 
 from ccd import dag, paths
 from ccd.errors import NotFound
-from ccd.executors.base import Executor, Handle, backend_class
+from ccd.executors.base import Executor, Handle, HostHealth, backend_class
 from ccd.models import JobState
 from ccd.scheduler import Limits, Scheduler
 from ccd.spec import LOCAL_HOST as LOCAL
@@ -50,11 +50,13 @@ class WorkflowStatus:
     created_at: float
     updated_at: float
     jobs: list[JobStatus]
+    hosts: dict[str, HostHealth]  # of the hosts its jobs run on
 
     def to_json(self) -> dict[str, Any]:
         """The documented ``--json`` shape of a workflow's status."""
         return {
             "workflow": {"id": self.id, "name": self.name, "state": self.state},
+            "hosts": {n: {"state": h.state, "reason": h.reason} for n, h in self.hosts.items()},
             "jobs": [
                 {
                     "name": j.name,
@@ -170,7 +172,14 @@ class Engine:
                           j.progress, j.message, j.started_at, j.ended_at)
                 for j in jobs
             ],
+            {host: self.host_health(host) for host in sorted({j.host for j in jobs})},
         )  # fmt: skip
+
+    def host_health(self, host: str) -> HostHealth:
+        executor = self._executors.get(host)
+        if executor is None:
+            return HostHealth("unknown", "no such host in this daemon's config")
+        return executor.health()
 
     def _job_order(self, workflow_id: str) -> list[str]:
         run = self.scheduler.workflows.get(workflow_id)

@@ -12,7 +12,16 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
-STATE_ORDER = ("running", "ready", "waiting", "succeeded", "failed", "cancelled", "skipped")
+STATE_ORDER = (
+    "running",
+    "submitted",
+    "ready",
+    "waiting",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "skipped",
+)
 _BAR_WIDTH = 20
 
 
@@ -51,7 +60,14 @@ def summary(status: Mapping[str, Any]) -> str:
         for j in status["jobs"]
     ]  # fmt: skip
     body = table(("JOB", "STATE", "EXIT", "ATTEMPTS", "DURATION", "REASON"), rows)
-    return f"{body}\n\nworkflow {wf['id']} ({wf['name']}): {wf['state']}  {counts_line(status)}"
+    hosts = "".join(
+        f"\nhost {name}: {h['state']}" + (f" ({h['reason']})" if h.get("reason") else "")
+        for name, h in status.get("hosts", {}).items()
+        if h["state"] != "ok"
+    )
+    return (
+        f"{body}\n\nworkflow {wf['id']} ({wf['name']}): {wf['state']}  {counts_line(status)}{hosts}"
+    )
 
 
 def counts_line(status: Mapping[str, Any]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -355,3 +356,22 @@ async def test_ten_thousand_jobs_run_to_completion(write_workflow, engine_for) -
     states = {j.state for j in await engine.store.list_jobs(wf_id)}
     assert states == {"succeeded"}
     assert (engine.store.path.parent / "runs" / wf_id / "j9999" / "1").is_dir()
+
+
+async def test_retry_on_limits_which_failures_are_retried(write_workflow, engine_for) -> None:
+    spec = load_text(
+        write_workflow,
+        """
+        jobs:
+          exits: {run: 'exit 1', retries: 2}
+          hangs: {run: 'sleep 300', retries: 1, timeout: 0.2s}
+        """,
+    )
+    only_timeouts = frozenset({"timeout"})
+    jobs = {n: dataclasses.replace(j, retry_on=only_timeouts) for n, j in spec.jobs.items()}
+    spec = dataclasses.replace(spec, jobs=jobs)
+    engine: Engine = await engine_for(spec)
+    result = await run_spec(engine, spec)
+    assert (result["exits"]["state"], result["exits"]["attempts"]) == ("failed", 1)
+    assert (result["hangs"]["state"], result["hangs"]["attempts"]) == ("failed", 2)
+    assert result["hangs"]["reason"] == "timeout"
