@@ -26,7 +26,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 import ccd
 from ccd.engine import Engine
 from ccd.errors import CcdError, NotFound, SpecError
-from ccd.scheduler import Conflict, JobEvent
+from ccd.runstate import JobEvent
+from ccd.scheduler import Conflict
 
 log = structlog.get_logger("ccd.api")
 
@@ -68,11 +69,10 @@ def create_app(engine: Engine, *, started_at: float, max_request_bytes: int) -> 
     async def events(workflow: str | None = None) -> StreamingResponse:
         """Server-sent events: one ``data:`` line of JSON per committed change. With
         ``workflow``, the stream opens with that workflow's current state."""
-        first = None
         if workflow is not None:
-            first = (await engine.store.get_workflow(workflow)).state
+            await engine.store.get_workflow(workflow)  # 404 now, before the stream starts
         return StreamingResponse(
-            streams.follow(workflow, first), media_type="text/event-stream",
+            streams.follow(workflow), media_type="text/event-stream",
             headers={"Cache-Control": "no-store"},
         )  # fmt: skip
 
@@ -218,7 +218,7 @@ class _EventStreams:
     def close(self) -> None:
         self._closing.set()
 
-    async def follow(self, workflow: str | None, first_state: str | None) -> AsyncIterator[str]:
+    async def follow(self, workflow: str | None) -> AsyncIterator[str]:
         queue: asyncio.Queue[JobEvent] = asyncio.Queue()
 
         def listener(event: JobEvent) -> None:
@@ -227,8 +227,10 @@ class _EventStreams:
 
         unsubscribe = self._engine.scheduler.subscribe(listener)
         try:
-            if workflow is not None and first_state is not None:
-                yield _sse({"workflow": workflow, "job": None, "state": first_state})
+            if workflow is not None:
+                # Read only once subscribed: a change in between is then in the queue too.
+                state = (await self._engine.store.get_workflow(workflow)).state
+                yield _sse({"workflow": workflow, "job": None, "state": state})
             while not self._closing.is_set():
                 try:
                     event = await asyncio.wait_for(queue.get(), SSE_KEEPALIVE_S)

@@ -11,7 +11,6 @@ beyond ccd itself::
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 import uuid
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from ccd import paths
 from ccd.errors import CcdError
 
 TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
@@ -43,20 +43,43 @@ class ApiError(CcdError):
         self.body = body or {}
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path, timeout: float | None) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
+class _Response:
+    """An HTTP/1.1 response read off a socket: status, headers, then the body, whole or as
+    a stream of lines (server-sent events)."""
 
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(str(self._path))
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
+    def __init__(self, sock: socket.socket) -> None:
+        self._file = sock.makefile("rb")
+        status_line = self._file.readline()
+        if not status_line:
+            raise ConnectionError("the daemon closed the connection without answering")
+        self.status = int(status_line.split(b" ", 2)[1])
+        self.headers: dict[str, str] = {}
+        while (line := self._file.readline().rstrip(b"\r\n")) != b"":
+            name, _, value = line.decode("latin-1").partition(":")
+            self.headers[name.strip().lower()] = value.strip()
+        self._chunked = self.headers.get("transfer-encoding", "").lower() == "chunked"
+
+    def read(self) -> bytes:
+        if not self._chunked:
+            length = self.headers.get("content-length")
+            return self._file.read(int(length)) if length is not None else self._file.read()
+        return b"".join(self._chunks())
+
+    def lines(self) -> Iterator[bytes]:
+        """The body's lines as they arrive."""
+        pending = b""
+        for chunk in self._chunks() if self._chunked else iter(self._file.readline, b""):
+            pending += chunk
+            *complete, pending = pending.split(b"\n")
+            yield from complete
+
+    def _chunks(self) -> Iterator[bytes]:
+        while True:
+            size = int(self._file.readline().split(b";")[0], 16)
+            if size == 0:
+                return
+            yield self._file.read(size)
+            self._file.readline()  # the CRLF after each chunk
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +95,7 @@ class Client:
 
     def __init__(self, socket_path: Path | None = None, timeout_s: float | None = 30.0) -> None:
         if socket_path is None:
-            from ccd import config, paths
-
-            socket_path = config.default_socket(paths.default_state_dir())
+            socket_path = paths.default_socket(paths.default_state_dir())
         self.socket_path = socket_path
         self.timeout_s = timeout_s
 
@@ -143,18 +164,13 @@ class Client:
     def events(self, workflow_id: str | None = None) -> Iterator[dict[str, Any]]:
         """Follow the server-sent event stream: one dict per committed change."""
         query = f"?{urlencode({'workflow': workflow_id})}" if workflow_id else ""
-        conn = self._connect(timeout=None)
-        try:
-            conn.request("GET", f"/events{query}", headers={"Accept": "text/event-stream"})
-            response = conn.getresponse()
+        with self._send("GET", f"/events{query}", None, timeout_s=None) as sock:
+            response = _Response(sock)
             if response.status >= 400:
                 raise _api_error(response.status, response.read())
-            for raw in response:
-                line = raw.decode().rstrip("\n")
-                if line.startswith("data: "):
+            for line in response.lines():
+                if line.startswith(b"data: "):
                     yield json.loads(line[6:])
-        finally:
-            conn.close()
 
     def wait(self, workflow_id: str) -> dict[str, Any]:
         """Block until the workflow ends; returns its final status."""
@@ -165,25 +181,33 @@ class Client:
 
     # -- plumbing -------------------------------------------------------------------------
 
-    def _connect(self, timeout: float | None) -> _UnixConnection:
-        return _UnixConnection(self.socket_path, timeout)
+    def _send(
+        self, method: str, path: str, body: dict[str, Any] | None, *, timeout_s: float | None
+    ) -> socket.socket:
+        """Connect and send one request (the connection closes after the response)."""
+        payload = b"" if body is None else json.dumps(body).encode()
+        head = f"{method} {path} HTTP/1.1\r\nHost: ccd\r\nConnection: close\r\n"
+        if body is not None:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout_s)
+        try:
+            sock.connect(str(self.socket_path))
+        except (FileNotFoundError, ConnectionRefusedError) as err:
+            sock.close()
+            raise DaemonNotRunning(self.socket_path) from err
+        except OSError:
+            sock.close()
+            raise
+        sock.sendall(head.encode() + b"\r\n" + payload)
+        return sock
 
     def _request(
         self, method: str, path: str, body: dict[str, Any] | None = None
     ) -> tuple[int, dict[str, str], bytes]:
-        conn = self._connect(self.timeout_s)
-        try:
-            payload = None if body is None else json.dumps(body).encode()
-            headers = {"Content-Type": "application/json"} if payload is not None else {}
-            try:
-                conn.request(method, path, body=payload, headers=headers)
-            except (FileNotFoundError, ConnectionRefusedError) as err:
-                raise DaemonNotRunning(self.socket_path) from err
-            response = conn.getresponse()
-            data = response.read()
-            return response.status, {k.lower(): v for k, v in response.getheaders()}, data
-        finally:
-            conn.close()
+        with self._send(method, path, body, timeout_s=self.timeout_s) as sock:
+            response = _Response(sock)
+            return response.status, response.headers, response.read()
 
     def _json(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         status, _, data = self._request(method, path, body)

@@ -7,7 +7,7 @@ config only validates; nothing is opened here.
 from __future__ import annotations
 
 import math
-import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +17,12 @@ import yaml
 
 from ccd import paths
 from ccd.errors import CcdError
+from ccd.hosts import RESOURCE_FIELDS, SlurmOptions, SshOptions, split_problem
+from ccd.paths import SOCKET_NAME as SOCKET_NAME
+from ccd.paths import default_socket as default_socket
 from ccd.spec import LOCAL_HOST, HostSpec, valid_name
-
-SOCKET_NAME = "ccd.sock"
-HOST_TYPES = ("local",)
+from ccd.specbase import HOST_TYPES as HOST_TYPES  # ("local", "ssh", "slurm")
+from ccd.specbase import OPTION_FIELDS
 
 
 class ConfigError(CcdError):
@@ -46,12 +48,6 @@ class Config:
     shutdown_grace_s: float = 5.0  # how long a stop waits for in-flight writes
 
 
-def default_socket(state_dir: Path) -> Path:
-    """``$XDG_RUNTIME_DIR/ccd.sock``, else beside the database."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    return Path(runtime) / SOCKET_NAME if runtime else state_dir / SOCKET_NAME
-
-
 def load(path: Path | None, *, state_dir: Path | None = None, socket: Path | None = None) -> Config:
     """Read the config file (if any); command-line values win over the file's."""
     data: dict[str, Any] = {}
@@ -60,9 +56,22 @@ def load(path: Path | None, *, state_dir: Path | None = None, socket: Path | Non
     return _build(data, str(path or "<defaults>"), state_dir, socket)
 
 
+class _Loader(yaml.SafeLoader):
+    """The safe loader, except that ``1:30:00`` stays a string: YAML 1.1 reads base-60
+    numbers (5400), which would turn a walltime into as many minutes."""
+
+
+_BASE_60 = re.compile(r"[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$")
+_Loader.yaml_implicit_resolvers = {
+    first: [("tag:yaml.org,2002:str", _BASE_60), *resolvers] if first in "+-0123456789"
+    else list(resolvers)
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}  # fmt: skip
+
+
 def _read(path: Path) -> dict[str, Any]:
     try:
-        loaded = yaml.safe_load(path.read_text())
+        loaded = yaml.load(path.read_text(), Loader=_Loader)  # a SafeLoader
     except OSError as err:
         raise ConfigError(f"{path}: {err.strerror}") from err
     except yaml.MarkedYAMLError as err:
@@ -117,15 +126,39 @@ def _hosts(data: dict[str, Any], where: str) -> dict[str, HostSpec]:
         entry = {} if entry is None else entry
         if not isinstance(entry, dict):
             raise ConfigError(f"{where}: host '{name}': expected a mapping")
-        _check_fields(entry, {"type", "max_jobs"}, where, f"hosts.{name}.")
-        host_type = entry.get("type", "local")
-        if host_type not in HOST_TYPES:
-            raise ConfigError(f"{where}: field 'hosts.{name}.type': unknown type '{host_type}'")
-        max_jobs = entry.get("max_jobs")
-        if max_jobs is not None:
-            max_jobs = _count(max_jobs, where, f"hosts.{name}.max_jobs")
-        hosts[name] = HostSpec(name, host_type, max_jobs)
+        hosts[name] = _host(name, entry, where)
+    for name, host in hosts.items():  # a slurm host reaches its cluster through an ssh host
+        via = host.options.via if isinstance(host.options, SlurmOptions) else LOCAL_HOST
+        if via != LOCAL_HOST and (via not in hosts or hosts[via].type != "ssh"):
+            raise ConfigError(f"{where}: field 'hosts.{name}.via': '{via}' is not "
+                              f"'{LOCAL_HOST}' or an ssh host of this file")  # fmt: skip
     return hosts
+
+
+def _host(name: str, entry: dict[str, Any], where: str) -> HostSpec:
+    prefix = f"hosts.{name}."
+    host_type = entry.get("type", "local")
+    if host_type not in HOST_TYPES:
+        raise ConfigError(f"{where}: field '{prefix}type': unknown type '{host_type}' "
+                          f"(use {', '.join(HOST_TYPES)})")  # fmt: skip
+    if name == LOCAL_HOST and host_type != "local":
+        raise ConfigError(f"{where}: field '{prefix}type': the host 'local' is always local")
+    _check_fields(entry, {"type", "max_jobs", *OPTION_FIELDS[host_type]}, where, prefix)
+    max_jobs = entry.get("max_jobs")
+    if max_jobs is not None:
+        max_jobs = _count(max_jobs, where, f"{prefix}max_jobs")
+    values = {key: value for key, value in entry.items() if key not in ("type", "max_jobs")}
+    if isinstance(values.get("resources"), dict):
+        _check_fields(values["resources"], set(RESOURCE_FIELDS), where, f"{prefix}resources.")
+    if host_type == "local":
+        return HostSpec(name, host_type, max_jobs)
+    options = SshOptions.from_mapping(name, values) if host_type == "ssh" else (
+        SlurmOptions.from_mapping(values))  # fmt: skip
+    if isinstance(options, list):  # the first problem, as every config error is one line
+        path, message = split_problem(options[0])
+        raise ConfigError(f"{where}: field '{prefix}{path}': {message}" if path else
+                          f"{where}: host '{name}': {message}")  # fmt: skip
+    return HostSpec(name, host_type, max_jobs, options)
 
 
 def _mapping(data: dict[str, Any], key: str, where: str) -> dict[str, Any]:

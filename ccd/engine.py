@@ -163,8 +163,6 @@ class Engine:
     async def status(self, workflow_id: str) -> WorkflowStatus:
         wf = await self.store.get_workflow(workflow_id)
         jobs = await self.store.list_jobs(workflow_id)
-        order = {name: i for i, name in enumerate(self._job_order(workflow_id))}
-        jobs.sort(key=lambda j: order.get(j.name, len(order)))
         return WorkflowStatus(
             wf.id, wf.name, wf.state, wf.created_at, wf.updated_at,
             [
@@ -180,10 +178,6 @@ class Engine:
         if executor is None:
             return HostHealth("unknown", "no such host in this daemon's config")
         return executor.health()
-
-    def _job_order(self, workflow_id: str) -> list[str]:
-        run = self.scheduler.workflows.get(workflow_id)
-        return list(run.jobs) if run is not None else []
 
 
 def _batch_hosts(hosts: Mapping[str, HostSpec]) -> set[str]:

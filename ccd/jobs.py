@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from ccd.executors.base import Launch
 from ccd.hosts import FAILURE_CLASSES, Resources
 from ccd.models import JobState
 from ccd.spec import JobSpec, WorkflowSpec
-from ccd.store import JobRecord
+from ccd.store import JobRecord, WorkflowRecord
 
 INLINE_SCRIPT = "run.sh"  # the file an inline `run:` command is written to in the run dir
 SNAPSHOT_DIR = ".scripts"  # job names cannot start with ".", so this never clashes with one
@@ -127,6 +128,8 @@ def argv(spec: JobSpec, script_name: str) -> tuple[str, ...]:
         return (spec.python, path, *spec.args)
     if spec.kind == "ipynb":
         return (sys.executable, "-m", "ccd.notebook", path, *spec.args)
+    if spec.kind == "shell":
+        return (".", path, *spec.args)  # the wrapper sources it in a subshell: no extra exec
     shell = "bash" if spec.kind == "sh" and _wants_bash(spec.script) else "sh"
     return (shell, path, *spec.args)
 
@@ -141,3 +144,9 @@ def _wants_bash(script: Path | None) -> bool:
     except OSError:
         return False
     return first.startswith(b"#!") and b"bash" in first
+
+
+def spec_of_records(wf: WorkflowRecord, records: Iterable[JobRecord]) -> WorkflowSpec:
+    """A stored workflow's spec, rebuilt from its rows (hosts are the engine's business)."""
+    jobs = {rec.name: job_spec(rec) for rec in records}
+    return WorkflowSpec(wf.name, Path(wf.source), Path(wf.base_dir), jobs, {})

@@ -86,6 +86,13 @@ class ExitStatus:
     def ok(self) -> bool:
         return self.code == 0 and self.signal is None and self.reason is None
 
+    def describe(self) -> str:
+        if self.reason is not None:
+            return self.reason
+        if self.signal is not None:
+            return f"killed by signal {self.signal}"
+        return f"exit code {self.code}"
+
 
 def failure_class(status: ExitStatus) -> str:
     """The class a failed attempt belongs to, as `retry_on` names them."""

@@ -11,20 +11,19 @@ that changed in one turn of the event loop shares one transaction.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 
 from ccd.attempts import Attempt, AttemptRunner
+from ccd.commit import Committer
 from ccd.errors import CcdError, NotFound
 from ccd.executors.base import Executor, Handle
-from ccd.jobs import job_record, job_spec, launch_for, snapshot_files
+from ccd.jobs import job_record, job_spec, launch_for, snapshot_files, spec_of_records
 from ccd.models import (
     IN_FLIGHT,
     RETRYABLE,
@@ -38,10 +37,10 @@ from ccd.models import (
     workflow_state,
 )
 from ccd.progress import LogTail
-from ccd.spec import JobSpec, WorkflowSpec
+from ccd.runstate import JobEvent, JobRun, Limits, WorkflowRun
+from ccd.spec import WorkflowSpec
 from ccd.store import (
     AttemptRecord,
-    Batch,
     JobNote,
     JobRecord,
     ProgressUpdate,
@@ -56,70 +55,11 @@ log = structlog.get_logger("ccd.scheduler")
 
 NEVER_STARTED = "never started (daemon restarted before launch)"
 
+__all__ = ["Conflict", "JobEvent", "JobRun", "Limits", "Scheduler", "WorkflowRun"]
+
 
 class Conflict(CcdError):
     """A command that does not fit the workflow's current state (e.g. deleting a running one)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """How much runs at once, and how retries and kills are paced."""
-
-    max_jobs: int | None = None  # across every host and workflow; None: no global cap
-    host_max_jobs: Mapping[str, int] = field(default_factory=dict)
-    default_host_max_jobs: int = os.cpu_count() or 1
-    retry_backoff_s: float = 1.0  # first retry's delay; doubles per attempt
-    retry_backoff_max_s: float = 300.0
-    kill_grace_s: float = 5.0  # SIGTERM, then SIGKILL after this long
-    progress_interval_s: float = 1.0  # how often running jobs' logs are read
-
-
-@dataclass(frozen=True, slots=True)
-class JobEvent:
-    """A committed change, as told to listeners (live views, the API's event stream)."""
-
-    workflow_id: str
-    job: str | None  # None: the workflow itself changed state
-    state: str
-    at: float
-    reason: str | None = None
-    progress: int | None = None
-
-
-@dataclass(eq=False, slots=True)
-class JobRun:
-    """The scheduler's in-memory view of one job."""
-
-    wf: WorkflowRun
-    spec: JobSpec
-    state: JobState
-    waiting_on: int = 0  # parents that have not succeeded yet
-    children: list[JobRun] = field(default_factory=list)
-    parents: list[JobRun] = field(default_factory=list)
-    attempts: int = 0
-    budget_start: int = 0  # attempts made before the current retry budget began
-    attempt: Attempt | None = None  # the attempt in flight
-    progress: int | None = None
-    pending_reason: str | None = None  # why a batch system keeps it queued
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-
-@dataclass(eq=False, slots=True)
-class WorkflowRun:
-    id: str
-    spec: WorkflowSpec
-    fail_fast: bool
-    jobs: dict[str, JobRun] = field(default_factory=dict)
-    unfinished: int = 0
-    state: WorkflowState = WorkflowState.RUNNING
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
 
 
 class Scheduler:
@@ -151,9 +91,7 @@ class Scheduler:
         self._running_total = 0
         self._tasks: dict[JobRun, asyncio.Task[None]] = {}  # every attempt's owner
         self._timers: set[asyncio.TimerHandle] = set()
-        self._batch = Batch()
-        self._after_commit: list[Callable[[], None]] = []
-        self._flushing: asyncio.Task[None] | None = None
+        self._commit = Committer(store, self._after_commit)
         self._listeners: list[Callable[[JobEvent], None]] = []
         self._idle = asyncio.Event()
         self._idle.set()
@@ -197,10 +135,11 @@ class Scheduler:
         return wf_id
 
     async def wait(self, workflow_id: str) -> WorkflowState:
-        run = self.workflows[workflow_id]
-        while not run.done.is_set():
-            await run.done.wait()
-            run = self.workflows[workflow_id]  # a retry may have replaced the event
+        """Return the workflow's state once it has finished."""
+        run = self.workflows.get(workflow_id)
+        if run is None:  # finished before (and forgotten): the store knows
+            return (await self._store.get_workflow(workflow_id)).state
+        await run.done.wait()
         return run.state
 
     def adopt(self, executors: Iterable[Executor]) -> None:
@@ -218,7 +157,12 @@ class Scheduler:
 
     async def run_until_idle(self) -> None:
         """Return once no job runs or waits to run and every change is committed."""
-        await self._idle.wait()
+        while True:
+            await self._idle.wait()
+            await self._commit.settled.wait()
+            self._check_idle()
+            if self._idle.is_set():
+                return
 
     async def recover(self) -> None:
         """Load every unfinished workflow from the store; re-attach to running attempts."""
@@ -289,9 +233,7 @@ class Scheduler:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._runner.close()
-        if self._flushing is not None:
-            await self._flushing
-        await self._commit_pending()
+        await self._commit.drain()
 
     # -- loading --------------------------------------------------------------------------
 
@@ -316,12 +258,12 @@ class Scheduler:
 
     async def _load_stored(self, wf: WorkflowRecord) -> WorkflowRun:
         records = await self._store.list_jobs(wf.id)
-        return self._load(wf.id, _spec_of(wf, records), wf.fail_fast, records)
+        return self._load(wf.id, spec_of_records(wf, records), wf.fail_fast, records)
 
     async def stored_spec(self, workflow_id: str) -> WorkflowSpec:
         """The spec of a workflow as stored (for one not loaded in memory)."""
         wf = await self._store.get_workflow(workflow_id)
-        return _spec_of(wf, await self._store.list_jobs(workflow_id))
+        return spec_of_records(wf, await self._store.list_jobs(workflow_id))
 
     def _get(self, workflow_id: str) -> WorkflowRun:
         try:
@@ -364,7 +306,7 @@ class Scheduler:
         check_transition(job.name, old, new)
         job.state = new
         at = time.time()
-        self._batch.transitions.append(
+        self._commit.batch.transitions.append(
             Transition(
                 job.wf.id, job.name, old, new, at, reason,
                 attempts=job.attempts if old is JobState.READY and new in IN_FLIGHT else None,
@@ -373,7 +315,7 @@ class Scheduler:
             )
         )  # fmt: skip
         event = JobEvent(job.wf.id, job.name, new, at, reason)
-        self._after_commit.append(lambda: self._announce(event))
+        self._commit.after(lambda: self._announce(event))
         if old in TERMINAL:
             self._reopen(job.wf)
         if new in TERMINAL:
@@ -389,16 +331,23 @@ class Scheduler:
         run.unfinished -= 1
         if run.unfinished == 0:
             self._set_workflow_state(run, workflow_state([j.state for j in run.jobs.values()]))
-            self._after_commit.append(run.done.set)
+            self._commit.after(run.done.set)
+            self._commit.after(lambda: self._forget(run))
             log.info("workflow_finished", workflow=run.id, state=run.state)
+
+    def _forget(self, run: WorkflowRun) -> None:
+        """Drop a finished workflow from memory: the store has all of it, and a daemon that
+        runs for months must not grow with every workflow it ever ran."""
+        if run.unfinished == 0 and self.workflows.get(run.id) is run:
+            del self.workflows[run.id]
 
     def _set_workflow_state(
         self, run: WorkflowRun, new: WorkflowState, reason: str | None = None
     ) -> None:
         old, run.state, at = run.state, new, time.time()
-        self._batch.workflows.append(WorkflowChange(run.id, old, new, at, reason))
+        self._commit.batch.workflows.append(WorkflowChange(run.id, old, new, at, reason))
         event = JobEvent(run.id, None, new, at, reason)
-        self._after_commit.append(lambda: self._announce(event))
+        self._commit.after(lambda: self._announce(event))
 
     def _announce(self, event: JobEvent) -> None:
         for listener in list(self._listeners):
@@ -429,7 +378,7 @@ class Scheduler:
         """Decide what an ended attempt means for the job and its descendants."""
         attempt, job.attempt = job.attempt, None
         self._release_slot(job)
-        self._batch.attempts.append(self._attempt_record(job, attempt, status))
+        self._commit.batch.attempts.append(self._attempt_record(job, attempt, status))
         cls = failure_class(status)
         if cls == "cancelled":  # by us, or by someone else (e.g. scancel)
             ours = attempt is not None and attempt.kill_reason == "cancelled"
@@ -440,10 +389,10 @@ class Scheduler:
             self._transition(job, JobState.SUCCEEDED, exit=status)
             self._release_children(job)
         elif cls in job.spec.retry_on and job.attempts - job.budget_start <= job.spec.retries:
-            self._transition(job, JobState.READY, f"retry after {_describe(status)}", exit=status)
+            self._transition(job, JobState.READY, f"retry after {status.describe()}", exit=status)
             self._retry_later(job)
         else:
-            self._transition(job, JobState.FAILED, _describe(status), exit=status)
+            self._transition(job, JobState.FAILED, status.describe(), exit=status)
             self._skip_descendants(job)
             if job.wf.fail_fast:
                 for other in job.wf.jobs.values():
@@ -505,8 +454,8 @@ class Scheduler:
         first = JobState.SUBMITTED if job.spec.host in self.batch_hosts else JobState.RUNNING
         self._transition(job, first, f"attempt {job.attempts}")
         attempt = self._new_attempt(job)
-        self._batch.attempts.append(self._attempt_record(job, attempt, None))
-        self._after_commit.append(lambda: self._own(job, self._runner.run(attempt)))
+        self._commit.batch.attempts.append(self._attempt_record(job, attempt, None))
+        self._commit.after(lambda: self._own(job, self._runner.run(attempt)))
 
     def _resume(self, job: JobRun, record: AttemptRecord | None) -> None:
         """Watch an attempt that was running when the previous daemon stopped."""
@@ -542,7 +491,7 @@ class Scheduler:
     def _relaunch_never_started(self, job: JobRun) -> None:
         attempt, job.attempt = job.attempt, None
         self._release_slot(job)
-        self._batch.attempts.append(
+        self._commit.batch.attempts.append(
             self._attempt_record(job, attempt, ExitStatus(None, reason=NEVER_STARTED))
         )
         job.budget_start += 1
@@ -569,20 +518,21 @@ class Scheduler:
             self._transition(job, JobState.RUNNING, reason)
         elif state == "pending" and reason and reason != job.pending_reason:
             job.pending_reason = reason
-            self._batch.notes.append(JobNote(run.id, job.name, job.state, reason, time.time()))
+            note = JobNote(run.id, job.name, job.state, reason, time.time())
+            self._commit.batch.notes.append(note)
             event = JobEvent(run.id, job.name, job.state, time.time(), reason)
-            self._after_commit.append(lambda: self._announce(event))
+            self._commit.after(lambda: self._announce(event))
         self._kick()
 
     def _on_progress(self, job: JobRun, marker: Progress, offset: int) -> None:
         job.progress = marker.percent
-        self._batch.progress.append(
+        self._commit.batch.progress.append(
             ProgressUpdate(
                 job.wf.id, job.name, job.attempts, marker.percent, marker.message, offset
             )
         )
         event = JobEvent(job.wf.id, job.name, job.state, time.time(), progress=marker.percent)
-        self._after_commit.append(lambda: self._announce(event))
+        self._commit.after(lambda: self._announce(event))
         self._kick()
 
     # -- commit ---------------------------------------------------------------------------
@@ -590,32 +540,17 @@ class Scheduler:
     def _kick(self) -> None:
         """Dispatch what can start, then commit this turn's changes (once per turn)."""
         self._dispatch()
-        if self._flushing is None and (self._batch or self._after_commit):
-            self._idle.clear()
-            self._flushing = asyncio.create_task(self._flush())
+        self._commit.schedule()
 
-    async def _flush(self) -> None:
-        try:
-            while self._batch or self._after_commit:
-                await self._commit_pending()
-        except Exception:
-            log.exception("commit_failed")
-            raise
-        finally:
-            self._flushing = None
-            self._check_idle()
+    def _after_commit(self) -> None:
+        self._dispatch()
+        self._check_idle()
 
     def _check_idle(self) -> None:
-        if not (self._tasks or self._timers or self._batch or self._flushing):
+        if not (self._tasks or self._timers or self._commit.busy):
             self._idle.set()
-
-    async def _commit_pending(self) -> None:
-        batch, actions = self._batch, self._after_commit
-        self._batch, self._after_commit = Batch(), []
-        await asyncio.shield(self._store.apply(batch))
-        for action in actions:
-            action()
-        self._dispatch()
+        else:
+            self._idle.clear()
 
     def _attempt_record(
         self, job: JobRun, attempt: Attempt | None, status: ExitStatus | None
@@ -633,16 +568,3 @@ class Scheduler:
             reason=status.reason if status else None,
             log_offset=attempt.tail.resume_offset if attempt else 0,
         )  # fmt: skip
-
-
-def _spec_of(wf: WorkflowRecord, records: Iterable[JobRecord]) -> WorkflowSpec:
-    jobs = {rec.name: job_spec(rec) for rec in records}
-    return WorkflowSpec(wf.name, Path(wf.source), Path(wf.base_dir), jobs, {})
-
-
-def _describe(status: ExitStatus) -> str:
-    if status.reason is not None:
-        return status.reason
-    if status.signal is not None:
-        return f"killed by signal {status.signal}"
-    return f"exit code {status.code}"

@@ -38,6 +38,7 @@ CREATE TABLE workflows (
 CREATE TABLE jobs (
     workflow_id TEXT NOT NULL REFERENCES workflows(id) ON DELETE CASCADE,
     name        TEXT NOT NULL,
+    seq         INTEGER NOT NULL,       -- the job's place in its file
     state       TEXT NOT NULL,
     host        TEXT NOT NULL,
     spec        TEXT NOT NULL,          -- JSON: what the engine needs to run it after a restart
@@ -288,8 +289,11 @@ class Store:
                  wf.request_id, wf.created_at, wf.updated_at),
             )  # fmt: skip
             await self._conn.executemany(
-                "INSERT INTO jobs (workflow_id, name, state, host, spec) VALUES (?,?,?,?,?)",
-                ((wf.id, j.name, j.state, j.host, json.dumps(j.spec)) for j in jobs),
+                "INSERT INTO jobs (workflow_id, name, seq, state, host, spec) VALUES (?,?,?,?,?,?)",
+                (
+                    (wf.id, j.name, seq, j.state, j.host, json.dumps(j.spec))
+                    for seq, j in enumerate(jobs)
+                ),
             )
             await self._conn.executemany(
                 "INSERT INTO edges VALUES (?,?,?)", ((wf.id, p, c) for p, c in edges)
@@ -396,7 +400,7 @@ class Store:
 
     async def list_jobs(self, workflow_id: str) -> list[JobRecord]:
         async with self._conn.execute(
-            "SELECT * FROM jobs WHERE workflow_id=?", (workflow_id,)
+            "SELECT * FROM jobs WHERE workflow_id=? ORDER BY seq", (workflow_id,)
         ) as cur:
             return [_job(row) for row in await cur.fetchall()]
 
@@ -433,5 +437,5 @@ def _workflow(row: Sequence[Any]) -> WorkflowRecord:
 
 
 def _job(row: Sequence[Any]) -> JobRecord:
-    wid, name, state, host, spec, *rest = row
+    wid, name, _seq, state, host, spec, *rest = row
     return JobRecord(wid, name, JobState(state), host, json.loads(spec), *rest)

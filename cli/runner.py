@@ -15,7 +15,7 @@ import click
 from ccd import logs, paths
 from ccd.engine import Engine
 from ccd.models import JobState
-from ccd.scheduler import JobEvent, Limits, WorkflowRun
+from ccd.runstate import JobEvent, Limits, WorkflowRun
 from ccd.spec import WorkflowSpec
 from ccd.store import Store
 from cli import render
@@ -97,7 +97,10 @@ async def _report(engine: Engine, wf_id: str, live: bool, quiet: bool) -> AsyncI
             unsubscribe()
         return
     view = render.LiveView(sys.stdout)
-    run = engine.scheduler.workflows[wf_id]
+    run = engine.scheduler.workflows.get(wf_id)
+    if run is None:  # already over: the summary says it all
+        yield
+        return
 
     async def redraw() -> None:
         while True:

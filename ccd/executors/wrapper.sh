@@ -75,6 +75,15 @@ exec >> log 2>&1 < /dev/null
 if [ -n "$_ccd_sig" ]; then
     # Signalled before the job started: do not start it.
     _ccd_rc=$((128 + _ccd_sig))
+elif [ "$1" = . ]; then
+    # ". ./run.sh ARGS": an inline `run:` command, sourced in a subshell (a fork, not a
+    # second shell to exec). `exit` in it ends only the subshell, and trapped signals are
+    # back to their defaults there, so a signal to the group still ends the job.
+    shift
+    _ccd_script=$1
+    shift
+    ( . "$_ccd_script" )
+    _ccd_rc=$?
 else
     "$@"
     _ccd_rc=$?

@@ -362,6 +362,7 @@ def test_peer_with_another_uid_is_refused(peer_user: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # seven daemon restarts; slow on a loaded 2-core machine
 def test_crash_test_kill9_and_sigterm_lose_and_duplicate_nothing(tmp_path: Path) -> None:
     """60 jobs append their names to a file; the daemon is killed with SIGKILL at 5 random
     moments and stopped with SIGTERM at 2 more, restarted each time. In the end every job
