@@ -41,6 +41,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,6 +50,7 @@ if str(REPO) not in sys.path:
 
 from ccd import logs  # noqa: E402
 from ccd.engine import Engine  # noqa: E402
+from ccd.executors.base import WRAPPER_NAME  # noqa: E402
 from ccd.scheduler import Limits  # noqa: E402
 from ccd.spec import LOCAL_HOST, HostSpec, JobSpec, WorkflowSpec  # noqa: E402
 
@@ -60,6 +62,7 @@ QUICK_SIZES = (100, 1000)
 LOAD_JOBS = 100_000
 TRUE = shutil.which("true") or "/bin/true"
 MAKE = shutil.which("make")
+SHELL = "/bin/sh"
 
 # The issue's targets.
 FAN_RATIO_TARGET = 1.5  # fan N=1000: engine/bare
@@ -158,13 +161,22 @@ def time_engine(dag: Dag, concurrency: int, tmp_root: Path | None) -> EngineTimi
 
 # -- runner 2: the bare dispatcher (the floor) --------------------------------------------
 
+Spawner = Callable[[str], int]  # job name -> pid of the started process
+
+
+def spawn_true(job: str) -> int:
+    return os.posix_spawn(TRUE, [TRUE], os.environ)
+
 
 class BareDispatcher:
-    """In-degree counters and a ready queue; no state, no files, no wrapper."""
+    """In-degree counters and a ready queue; no state. ``spawn`` starts one job."""
 
-    def __init__(self, dag: Dag, concurrency: int, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, dag: Dag, concurrency: int, loop: asyncio.AbstractEventLoop, spawn: Spawner
+    ) -> None:
         self._loop = loop
         self._concurrency = concurrency
+        self._spawn_job = spawn
         self._children: dict[str, list[str]] = {job: [] for job in dag}
         self._waiting = {job: len(parents) for job, parents in dag.items()}
         for job, parents in dag.items():
@@ -180,7 +192,7 @@ class BareDispatcher:
             self._spawn(self._ready.popleft())
 
     def _spawn(self, job: str) -> None:
-        pid = os.posix_spawn(TRUE, [TRUE], os.environ)
+        pid = self._spawn_job(job)
         pidfd = os.pidfd_open(pid)
         self._running += 1
         self._loop.add_reader(pidfd, self._on_exit, job, pid, pidfd)
@@ -205,8 +217,8 @@ class BareDispatcher:
             self.dispatch()
 
 
-async def _bare_run(dag: Dag, concurrency: int) -> float:
-    dispatcher = BareDispatcher(dag, concurrency, asyncio.get_running_loop())
+async def _bare_run(dag: Dag, concurrency: int, spawn: Spawner) -> float:
+    dispatcher = BareDispatcher(dag, concurrency, asyncio.get_running_loop(), spawn)
     start = time.perf_counter()
     dispatcher.dispatch()
     await dispatcher.done
@@ -214,7 +226,45 @@ async def _bare_run(dag: Dag, concurrency: int) -> float:
 
 
 def time_bare(dag: Dag, concurrency: int) -> float:
-    return asyncio.run(_bare_run(dag, concurrency))
+    return asyncio.run(_bare_run(dag, concurrency, spawn_true))
+
+
+# -- runner 2b (--wrapped): the bare dispatcher running what the local executor runs -------
+
+_DEVNULL_STDIO = [
+    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+    (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+    (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
+]
+
+
+class WrappedSpawner:
+    """Per job what the local executor does per attempt, without the engine: a run dir
+    ``<job>/1/``, ccd's wrapper (hard-linked) and an inline ``run.sh``, started as
+    ``sh wrapper.sh sh ./run.sh`` in a new session. Isolates the cost of the wrapper and
+    the per-attempt files from that of scheduling and the store."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._wrapper = root / WRAPPER_NAME
+        wrapper_text = resources.files("ccd.executors").joinpath(WRAPPER_NAME).read_bytes()
+        self._wrapper.write_bytes(wrapper_text)
+        self._env = dict(os.environ)
+
+    def __call__(self, job: str) -> int:
+        run_dir = self._root / job / "1"
+        run_dir.mkdir(parents=True)
+        wrapper = run_dir / WRAPPER_NAME
+        os.link(self._wrapper, wrapper)
+        (run_dir / "run.sh").write_bytes(b"true\n")
+        env = {**self._env, "CCD_RUN_DIR": str(run_dir)}
+        argv = ["sh", str(wrapper), "sh", "./run.sh"]
+        return os.posix_spawn(SHELL, argv, env, file_actions=_DEVNULL_STDIO, setsid=True)
+
+
+def time_wrapped(dag: Dag, concurrency: int, tmp_root: Path | None) -> float:
+    with tempfile.TemporaryDirectory(prefix="ccd-bench-wrapped-", dir=tmp_root) as tmp:
+        return asyncio.run(_bare_run(dag, concurrency, WrappedSpawner(Path(tmp))))
 
 
 # -- runner 3: GNU make -------------------------------------------------------------------
@@ -255,6 +305,7 @@ class Row:
     submit_s: float
     bare_s: float
     make_s: float | None
+    wrapped_s: float | None = None
 
     @property
     def jobs_per_s(self) -> float:
@@ -268,71 +319,90 @@ class Row:
     def overhead_ms(self) -> float:
         return (self.engine_s - self.bare_s) / self.n * 1000
 
-    @property
-    def engine_over_make(self) -> float | None:
-        return None if self.make_s is None else self.engine_s / self.make_s
+
+@dataclass(frozen=True, slots=True)
+class Runs:
+    """What to run besides the engine and bare, and how often."""
+
+    repeat: int
+    concurrency: int
+    tmp_root: Path | None
+    wrapped: bool
 
 
-def measure(shape: str, n: int, repeat: int, concurrency: int, tmp_root: Path | None) -> Row:
-    """Run the three runners ``repeat`` times, interleaved so drift hits all alike; medians."""
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def measure(shape: str, n: int, runs: Runs) -> Row:
+    """Run every runner ``repeat`` times, interleaved so drift hits all alike; medians."""
     dag = SHAPE_BUILDERS[shape](n)
     engine: list[EngineTiming] = []
     bare: list[float] = []
     make: list[float] = []
-    for _ in range(repeat):
-        engine.append(time_engine(dag, concurrency, tmp_root))
-        bare.append(time_bare(dag, concurrency))
-        made = time_make(dag, concurrency, tmp_root)
+    wrapped: list[float] = []
+    for _ in range(runs.repeat):
+        engine.append(time_engine(dag, runs.concurrency, runs.tmp_root))
+        bare.append(time_bare(dag, runs.concurrency))
+        made = time_make(dag, runs.concurrency, runs.tmp_root)
         if made is not None:
             make.append(made)
+        if runs.wrapped:
+            wrapped.append(time_wrapped(dag, runs.concurrency, runs.tmp_root))
     return Row(
         shape,
         n,
         statistics.median(t.total_s for t in engine),
         statistics.median(t.submit_s for t in engine),
         statistics.median(bare),
-        statistics.median(make) if make else None,
+        _median(make),
+        _median(wrapped),
     )
 
 
-COLUMNS = (
-    ("shape", 8),
-    ("N", 6),
-    ("engine s", 9),
-    ("submit s", 9),
-    ("engine jobs/s", 14),
-    ("bare s", 8),
-    ("make s", 8),
-    ("engine/bare", 12),
-    ("ovh ms/job", 11),
-    ("engine/make", 12),
+def _ratio(num: float, den: float | None) -> str:
+    return "n/a" if den is None else f"{num / den:.2f}x"
+
+
+def _secs(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+# (header, width, cell); the last two only with --wrapped
+COLUMNS: tuple[tuple[str, int, Callable[[Row], str]], ...] = (
+    ("shape", 8, lambda r: r.shape),
+    ("N", 6, lambda r: str(r.n)),
+    ("engine s", 9, lambda r: f"{r.engine_s:.3f}"),
+    ("submit s", 9, lambda r: f"{r.submit_s:.3f}"),
+    ("engine jobs/s", 14, lambda r: f"{r.jobs_per_s:.0f}"),
+    ("bare s", 8, lambda r: f"{r.bare_s:.3f}"),
+    ("make s", 8, lambda r: _secs(r.make_s)),
+    ("engine/bare", 12, lambda r: f"{r.engine_over_bare:.2f}x"),
+    ("ovh ms/job", 11, lambda r: f"{r.overhead_ms:.2f}"),
+    ("engine/make", 12, lambda r: _ratio(r.engine_s, r.make_s)),
+    ("wrapped s", 10, lambda r: _secs(r.wrapped_s)),
+    ("engine/wrapped", 15, lambda r: _ratio(r.engine_s, r.wrapped_s)),
 )
+WRAPPED_COLUMNS = 2
 
 
-def _cells(row: Row) -> list[str]:
-    ratio_make = row.engine_over_make
-    return [
-        row.shape,
-        str(row.n),
-        f"{row.engine_s:.3f}",
-        f"{row.submit_s:.3f}",
-        f"{row.jobs_per_s:.0f}",
-        f"{row.bare_s:.3f}",
-        "n/a" if row.make_s is None else f"{row.make_s:.3f}",
-        f"{row.engine_over_bare:.2f}x",
-        f"{row.overhead_ms:.2f}",
-        "n/a" if ratio_make is None else f"{ratio_make:.2f}x",
-    ]
+def _columns(wrapped: bool) -> tuple[tuple[str, int, Callable[[Row], str]], ...]:
+    return COLUMNS if wrapped else COLUMNS[:-WRAPPED_COLUMNS]
 
 
-def format_line(cells: Sequence[str]) -> str:
-    parts = [cell.ljust(w) if i == 0 else cell.rjust(w) for i, ((_, w), cell) in
-             enumerate(zip(COLUMNS, cells, strict=True))]  # fmt: skip
+def format_line(cells: Sequence[str], wrapped: bool) -> str:
+    widths = [w for _, w, _ in _columns(wrapped)]
+    parts = [c.ljust(w) if i == 0 else c.rjust(w) for i, (w, c) in
+             enumerate(zip(widths, cells, strict=True))]  # fmt: skip
     return " ".join(parts)
 
 
-def print_header_row() -> None:
-    header = format_line([name for name, _ in COLUMNS])
+def format_row(row: Row, wrapped: bool) -> str:
+    return format_line([cell(row) for _, _, cell in _columns(wrapped)], wrapped)
+
+
+def print_header_row(wrapped: bool) -> None:
+    header = format_line([name for name, _, _ in _columns(wrapped)], wrapped)
     print(header)
     print("-" * len(header))
 
@@ -458,6 +528,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure; median shown")
     parser.add_argument("--concurrency", "-j", type=int, default=os.cpu_count() or 1,
                         help="jobs in flight for all three (default: CPU count)")  # fmt: skip
+    parser.add_argument("--wrapped", action="store_true",
+                        help="add a bare run of ccd's wrapper + inline run.sh per job")  # fmt: skip
     parser.add_argument("--load-jobs", type=int, default=LOAD_JOBS,
                         help="jobs in the load + submit section (0: skip it)")  # fmt: skip
     parser.add_argument("--tmp-dir", type=Path, default=None,
@@ -515,16 +587,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if args.profile:
         shape, _, n = args.profile.partition(":")
+        if shape not in SHAPE_BUILDERS:
+            sys.exit(f"--profile: unknown shape {shape!r}; one of {', '.join(SHAPES)}")
         profile_engine(shape, int(n or 1000), args.concurrency, args.tmp_dir)
         return
     print_preamble(args)
-    print_header_row()
+    print_header_row(args.wrapped)
+    runs = Runs(args.repeat, args.concurrency, args.tmp_dir, args.wrapped)
     rows = []
     for shape in args.shapes:
         for n in args.sizes:
-            row = measure(shape, n, args.repeat, args.concurrency, args.tmp_dir)
+            row = measure(shape, n, runs)
             rows.append(row)
-            print(format_line(_cells(row)), flush=True)
+            print(format_row(row, args.wrapped), flush=True)
     print()
     print(f"load average at end of table: {_loadavg()}")
     print("\n".join(target_lines(rows)))
