@@ -32,7 +32,7 @@ from ccd.api import PeerCheckedH11Protocol, create_app
 from ccd.config import Config, ConfigError
 from ccd.engine import Engine
 from ccd.errors import CcdError
-from ccd.scheduler import Limits
+from ccd.runstate import Limits
 
 log = structlog.get_logger("ccd.daemon")
 
