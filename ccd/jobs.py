@@ -110,13 +110,21 @@ def _resources_of(data: dict[str, Any] | None) -> Resources | None:
     return Resources(**{**data, "sbatch_args": tuple(data.get("sbatch_args", ()))})
 
 
-def launch_for(spec: JobSpec, wf_id: str, attempt: int, runs_root: Path) -> Launch:
-    """What an executor needs to start ``attempt`` of a job."""
+def launch_for(
+    spec: JobSpec, wf_id: str, attempt: int, runs_root: Path, *, retries_so_far: int = 0
+) -> Launch:
+    """What an executor needs to start ``attempt`` of a job. After ``retries_so_far``
+    failed attempts, its resources are escalated by ``on_retry`` that many times."""
     run_dir = runs_root / wf_id / spec.name / str(attempt)
     script = spec.script if spec.script is not None else run_dir / INLINE_SCRIPT
+    resources = spec.resources
+    if resources is not None and spec.on_retry and retries_so_far:
+        factors = {k: v**retries_so_far for k, v in spec.on_retry.items()}
+        resources = resources.scaled(factors)
     return Launch(
         wf_id, spec.name, attempt, run_dir, script, argv(spec, script.name), spec.env,
-        inline=spec.run,
+        inline=spec.run, inputs=tuple(Path(p) for p in spec.inputs), outputs=spec.outputs,
+        resources=resources,
     )  # fmt: skip
 
 

@@ -467,7 +467,10 @@ class Scheduler:
         self._own(job, self._runner.resume(attempt))
 
     def _new_attempt(self, job: JobRun) -> Attempt:
-        launch = launch_for(job.spec, job.wf.id, job.attempts, self._runs_root)
+        launch = launch_for(
+            job.spec, job.wf.id, job.attempts, self._runs_root,
+            retries_so_far=max(0, job.attempts - job.budget_start - 1),
+        )  # fmt: skip
         attempt = Attempt(
             launch, job.spec.host, job.spec.timeout_s, lambda m, off: self._on_progress(job, m, off)
         )

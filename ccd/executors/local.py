@@ -266,6 +266,8 @@ class LocalExecutor:
             _write_new_file(run_dir / launch.script.name, launch.inline.encode(), 0o644)
         else:
             _place_script(launch.script, run_dir / launch.script.name)
+        for source in launch.inputs:
+            _place_script(source, run_dir / source.name)
         return os.posix_spawn(
             SHELL,
             [b"sh", bytes(wrapper), *map(os.fsencode, launch.argv)],
@@ -349,11 +351,16 @@ def _kill_and_reap(pid: int) -> None:
 
 
 def _make_dir(path: Path) -> None:
-    # One mkdir in the common case (the parent, the job's directory, usually exists).
+    """The attempt's directory and its parent, the job's: two mkdir calls in the usual case
+    (a first attempt), where makedirs would stat and retry its way up with four."""
     try:
-        path.mkdir()
+        os.mkdir(path.parent)
+    except FileExistsError:
+        pass
     except FileNotFoundError:
-        path.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.mkdir(path)
     except FileExistsError:
         pass
 
