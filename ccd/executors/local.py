@@ -354,15 +354,13 @@ def _make_dir(path: Path) -> None:
     """The attempt's directory and its parent, the job's: two mkdir calls in the usual case
     (a first attempt), where makedirs would stat and retry its way up with four."""
     try:
-        os.mkdir(path.parent)
+        path.parent.mkdir()
     except FileExistsError:
         pass
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.mkdir(path)
-    except FileExistsError:
-        pass
+    with contextlib.suppress(FileExistsError):
+        path.mkdir()
 
 
 def _place_wrapper(dst: Path, source: Path | None) -> Path:
