@@ -1,7 +1,10 @@
 """cloudmesh-cc's workflow format (``workflow: {nodes, dependencies}``) -> `WorkflowSpec`.
 
 Called by `ccd.spec.parse` on a tree from `ccd.yamltree`, which has found no ``jobs:``
-(ccd's own format) but a ``workflow:``. Every job runs on the local host.
+(ccd's own format) but a ``workflow:``. Jobs run on the local host, except ``kind: ssh``
+nodes: they run on an ssh host named by their ``host`` field, logged in as their ``user``
+(as cloudmesh-cc's ``ssh user@host``), with every other ssh setting at its default
+(``~/.ssh/config`` and the agent still apply).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import itertools
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from ccd.hosts import SshOptions
 from ccd.specbase import (
     LOCAL_HOST,
     SUFFIX_KINDS,
@@ -23,6 +27,7 @@ from ccd.specbase import (
     expand_names,
     make_spec,
     script_field,
+    valid_name,
 )
 from ccd.yamltree import (
     Ctx,
@@ -40,15 +45,15 @@ from ccd.yamltree import (
 
 TOP_FIELDS = frozenset({"workflow", "colors"})
 _WORKFLOW_FIELDS = frozenset({"nodes", "dependencies"})
-_NODE_FIELDS = frozenset({"kind", "exec", "script"})
+_NODE_FIELDS = frozenset({"kind", "exec", "script", "host", "user"})  # host, user: ssh
 # cloudmesh-cc's bookkeeping and display fields (its Graph, Workflow.add_job and Job
 # classes): accepted and ignored, so files it wrote load unchanged.
 _IGNORED = (
-    "name", "user", "host", "label", "label_format", "format", "number", "status", "progress",
+    "name", "label", "label_format", "format", "number", "status", "progress",
     "created", "modified", "pid", "venv", "instance", "parent", "shape", "style", "directory",
     "output", "filetype", "tstart", "tend", "workflow_name",
 )  # fmt: skip
-_LATER_KINDS = ("ssh", "slurm", "lsf", "wsl")
+_LATER_KINDS = ("slurm", "lsf", "wsl")
 _PROBE = (".sh", ".py", ".ipynb")
 
 
@@ -62,12 +67,13 @@ def read(root: Map, ctx: Ctx, source: Path, local: HostSpec) -> WorkflowSpec:
     needs: dict[str, list[str]] = {name: [] for name in nodes}
     for parent, child in _edges(ctx, workflow.get("dependencies"), nodes):
         needs[child].append(parent)
+    hosts = {LOCAL_HOST: local}
     jobs = {
-        name: _job(Reader(ctx, name), line, body, needs[name])
+        name: _job(Reader(ctx, name), line, body, needs[name], hosts)
         for name, (line, body) in nodes.items()
     }
     check_graph(ctx, jobs, None)
-    return make_spec(ctx, default_name(source), source, jobs, {LOCAL_HOST: local})
+    return make_spec(ctx, default_name(source), source, jobs, hosts)
 
 
 def _nodes(ctx: Ctx, node: Node | None) -> dict[str, tuple[int, Node]]:
@@ -135,14 +141,19 @@ def _chains(ctx: Ctx, node: Node | None) -> Iterator[tuple[int, str]]:
             )
 
 
-def _job(reader: Reader, line: int, body: Node, needs: list[str]) -> JobSpec:
+def _job(
+    reader: Reader, line: int, body: Node, needs: list[str], hosts: dict[str, HostSpec]
+) -> JobSpec:
     name = reader.job or ""
     fields = reader.fields(body, _NODE_FIELDS, _IGNORED)
     kind = reader.opt(fields, "kind", as_text)
-    if kind in _LATER_KINDS:
+    host = LOCAL_HOST
+    if kind == "ssh":
+        host = _ssh_host(reader, line, fields, hosts) or LOCAL_HOST
+    elif kind in _LATER_KINDS:
         reader.add(fields["kind"].line, f"kind '{kind}' is not supported yet", "kind")
     elif kind not in (None, "local"):
-        known = ("local", *_LATER_KINDS)
+        known = ("local", "ssh", *_LATER_KINDS)
         reader.add(fields["kind"].line, unknown("unknown kind", kind, known), "kind")
     script_kind, run, script = _command(reader, line, fields)
     return JobSpec(
@@ -151,8 +162,38 @@ def _job(reader: Reader, line: int, body: Node, needs: list[str]) -> JobSpec:
         run=run,
         script=script,
         needs=tuple(dict.fromkeys(needs)),
+        host=host,
         line=line,
     )
+
+
+def _ssh_host(
+    reader: Reader, line: int, fields: dict[str, Node], hosts: dict[str, HostSpec]
+) -> str | None:
+    """The name of the ssh host a ``kind: ssh`` node runs on (added to ``hosts``), or None
+    (reported). Nodes naming one host must agree on its user."""
+    name = reader.opt(fields, "host", as_text)
+    user = reader.opt(fields, "user", as_text)
+    if name is None:
+        at = fields["host"].line if "host" in fields else line
+        reader.add(at, "kind 'ssh' needs the host to log in to", "host")
+        return None
+    at = fields["host"].line
+    if not valid_name(name) or name == LOCAL_HOST:
+        reader.add(at, f"'{name}' cannot name an ssh host", "host")
+        return None
+    options = SshOptions.from_mapping(name, {"user": user})
+    if isinstance(options, list):
+        reader.add(at, "; ".join(options), "host")
+        return None
+    spec = HostSpec(name, "ssh", options=options)
+    if hosts.setdefault(name, spec) != spec:
+        other = hosts[name].options
+        assert isinstance(other, SshOptions)
+        before, here = (f"'{u}'" if u else "none" for u in (other.user, user))
+        message = f"nodes on host '{name}' disagree on its user: {here} here, {before} before"
+        reader.add(fields.get("user", fields["host"]).line, message, "user")
+    return name
 
 
 def _command(

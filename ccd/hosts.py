@@ -33,7 +33,10 @@ _RESERVED_LONG = ("--parsable", "--job-name", "--output", "--error", "--chdir", 
                   "--array", "--clusters", "--wait", "--test-only")  # fmt: skip
 _RESERVED_SHORT = frozenset("JoeDaMW")
 _FLAG_SHORT = frozenset("hHkOQsvV")  # sbatch's short options that take no value
-_SAFE_ARG_RE = re.compile(r"^[A-Za-z0-9_@%+=:,./-]+$")
+_SAFE_ARG_RE = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")  # fullmatch: no shell text, no newline
+_ADDRESS_RE = re.compile(r"[A-Za-z0-9_.:%\[\]-]+")  # a host name or IP address
+_USER_RE = re.compile(r"[^\s-][^\s]*")  # not an option, no blanks
+_FIELD_PROBLEM = re.compile(r"field '([^']+)'(?:: | is )(.*)", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +64,10 @@ class SshOptions:
         problems += _positive(opts, ("keepalive_s", "connect_timeout_s", "commands_per_s"))
         if opts.max_sessions < 1:
             problems.append("field 'max_sessions': expected an integer >= 1")
+        if not _ADDRESS_RE.fullmatch(opts.hostname) or opts.hostname.startswith("-"):
+            problems.append(f"field 'hostname': '{opts.hostname}' is not a host name or address")
+        if opts.user is not None and not _USER_RE.fullmatch(opts.user):
+            problems.append(f"field 'user': '{opts.user}' is not a user name")
         return problems or opts
 
 
@@ -132,10 +139,12 @@ class SlurmOptions:
     def from_mapping(cls, data: Mapping[str, Any]) -> SlurmOptions | list[str]:
         problems: list[str] = []
         raw = dict(data)
-        resources_data = raw.pop("resources", None) or {}
+        resources_data = raw.pop("resources", None)
+        resources_data = {} if resources_data is None else resources_data
         values = _pick(cls, raw, problems, skip=("resources",))
-        resources = Resources.from_mapping(resources_data) if isinstance(
-            resources_data, Mapping) else ["field 'resources': expected a mapping"]  # fmt: skip
+        if not isinstance(resources_data, Mapping):
+            return [*problems, "field 'resources': expected a mapping"]
+        resources = Resources.from_mapping(resources_data)
         if isinstance(resources, list):
             problems += [f"resources: {p}" for p in resources]
         if problems:
@@ -143,7 +152,26 @@ class SlurmOptions:
         assert isinstance(resources, Resources)
         opts = cls(resources=resources, **values)
         problems += _positive(opts, ("poll_interval_s", "poll_interval_min_s"))
+        if not problems and opts.poll_interval_min_s > opts.poll_interval_s:
+            problems.append("field 'poll_interval_min_s': must not exceed poll_interval_s")
+        for name in ("via", "partition", "account", "qos"):
+            _word(getattr(opts, name), name, problems)
         return problems or opts
+
+
+def split_problem(problem: str) -> tuple[str | None, str]:
+    """One of ``from_mapping``'s problems -> (the dotted field it is about, what is wrong):
+    ``"resources: field 'mem': '4X' is not..."`` -> ``("resources.mem", "'4X' is not...")``.
+    A problem about no single value (``"unknown field 'x'"``) keeps its text, with the field
+    of the mapping it was found in (None at the top)."""
+    path: list[str] = []
+    while (head := problem.split(": ", 1))[0].isidentifier() and len(head) == 2:
+        path.append(head[0])
+        problem = head[1]
+    match = _FIELD_PROBLEM.fullmatch(problem)
+    if match:
+        return ".".join([*path, match.group(1)]), match.group(2)
+    return ".".join(path) or None, problem
 
 
 def parse_mem_kib(value: Any, problems: list[str]) -> int | None:
@@ -203,7 +231,7 @@ def _sbatch_args(value: Any, problems: list[str]) -> tuple[str, ...]:
         problems.append("field 'sbatch_args': expected a list of strings")
         return ()
     for arg in value:
-        if not _SAFE_ARG_RE.match(arg):
+        if not _SAFE_ARG_RE.fullmatch(arg):
             problems.append(f"field 'sbatch_args': '{arg}' has characters outside "
                             "[A-Za-z0-9_@%+=:,./-]")  # fmt: skip
         elif not arg.startswith("-") or arg == "-":
@@ -238,10 +266,16 @@ def _count(value: Any, name: str, problems: list[str]) -> int | None:
 def _word(value: Any, name: str, problems: list[str]) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not _SAFE_ARG_RE.match(value):
+    value = _text(value)
+    if not isinstance(value, str) or not _SAFE_ARG_RE.fullmatch(value):
         problems.append(f"field '{name}': expected a name of [A-Za-z0-9_@%+=:,./-]")
         return None
     return value
+
+
+def _text(value: Any) -> Any:
+    """An integer as the text YAML read it from; anything else unchanged."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 def _check_port(port: int) -> list[str]:
@@ -265,8 +299,8 @@ def _pick(
     known = {f.name: f for f in fields(cls) if f.name not in skip}
     values: dict[str, Any] = {}
     for key, value in data.items():
-        if key in ("type", "max_jobs"):
-            continue  # HostSpec's own fields
+        if key in ("type", "max_jobs") or value is None:
+            continue  # HostSpec's own fields; null means the default
         if key not in known:
             problems.append(f"unknown field '{key}'")
             continue
@@ -282,13 +316,15 @@ def _pick(
 
 def _typed(key: str, value: Any, default: Any, problems: list[str]) -> Any:
     if isinstance(default, bool):
-        ok = isinstance(value, bool)
+        ok, wanted = isinstance(value, bool), "true or false"
     elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
+        ok, wanted = isinstance(value, int) and not isinstance(value, bool), "an integer"
     elif isinstance(default, float):
         ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    else:  # str or None default: a string
-        ok = isinstance(value, str) and value != ""
+        wanted, value = "a number", float(value) if ok else value
+    else:  # str or None default: a string (a number too: `account: 12345`, `user: 1000`)
+        value = _text(value)
+        ok, wanted = isinstance(value, str) and value.strip() != "", "a non-empty string"
     if not ok:
-        problems.append(f"field '{key}': invalid value {value!r}")
+        problems.append(f"field '{key}': expected {wanted}, got {value!r}")
     return value

@@ -12,24 +12,34 @@ naming rules live in `ccd.specbase`, shared by both formats; import them from he
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from ccd import cloudmesh
 from ccd.errors import Problem, SpecError
+from ccd.hosts import FAILURE_CLASSES, Resources, SlurmOptions
 from ccd.specbase import (
     BUILTIN_LOCAL,
+    HOST_TYPES,
     LOCAL_HOST,
+    OPTION_FIELDS,
     HostSpec,
     JobSpec,
     ScriptKind,
     WorkflowSpec,
+    as_inputs,
+    as_on_retry,
+    as_outputs,
+    as_retry_on,
     check_graph,
     check_name,
     default_name,
     expand_names,
+    host_options,
     make_spec,
+    read_resources,
     script_field,
     valid_name,
 )
@@ -127,12 +137,14 @@ def _dispatch(
 # --- ccd's own format ------------------------------------------------------------------------
 
 _TOP_FIELDS = frozenset({"name", "defaults", "hosts", "jobs"})
-_DEFAULT_FIELDS = frozenset({"host", "retries", "timeout", "python"})
-_HOST_FIELDS = frozenset({"type", "max_jobs"})
-_JOB_FIELDS = frozenset(
-    {"run", "script", "args", "env", "needs", "host", "retries", "timeout", "python"}
+_DEFAULT_FIELDS = frozenset(
+    {"host", "retries", "timeout", "python", "resources", "retry_on", "on_retry"}
 )
-_LATER_HOST_TYPES = ("ssh", "slurm")
+_HOST_FIELDS = frozenset({"type", "max_jobs"})
+_ALL_OPTIONS = frozenset().union(*OPTION_FIELDS.values())  # of every host type
+_JOB_FIELDS = _DEFAULT_FIELDS | {"run", "script", "args", "env", "needs", "inputs", "outputs"}
+_ALL_CLASSES = frozenset(FAILURE_CLASSES)
+_NO_FACTORS: Mapping[str, float] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +153,9 @@ class _Defaults:
     retries: int = 0
     timeout_s: float | None = None
     python: str = "python3"
+    resources: Resources | None = None  # for the jobs on slurm hosts
+    retry_on: frozenset[str] = _ALL_CLASSES
+    on_retry: Mapping[str, float] = field(default_factory=lambda: _NO_FACTORS)
 
 
 def _native(root: Map, ctx: Ctx, source: Path, extra_hosts: Mapping[str, HostSpec]) -> WorkflowSpec:
@@ -149,12 +164,13 @@ def _native(root: Map, ctx: Ctx, source: Path, extra_hosts: Mapping[str, HostSpe
     name = reader.opt(top, "name", as_text)
     if name is not None:
         check_name(ctx, name, top["name"].line, "workflow")
-    own = _hosts(ctx, top.get("hosts"))
+    own = _hosts(ctx, top.get("hosts"), extra_hosts)
     known = {LOCAL_HOST: BUILTIN_LOCAL, **extra_hosts, **own}  # what jobs may name
     defaults = _defaults(Reader(ctx, None, " (in defaults)"), top.get("defaults"), known)
     jobs = _jobs(ctx, top.get("jobs"), defaults, known)
     check_graph(ctx, jobs, "needs")
-    used = {job.host for job in jobs.values()} if extra_hosts else ()
+    used = {job.host for job in jobs.values()} if extra_hosts else set()
+    used |= {_via(known[host]) for host in (*own, *used) if host in known}
     hosts = {
         host: spec
         for host, spec in known.items()
@@ -163,27 +179,62 @@ def _native(root: Map, ctx: Ctx, source: Path, extra_hosts: Mapping[str, HostSpe
     return make_spec(ctx, name or default_name(source), source, jobs, hosts)
 
 
-def _hosts(ctx: Ctx, node: Node | None) -> dict[str, HostSpec]:
-    """The file's own hosts."""
+def _via(host: HostSpec) -> str:
+    """The host a slurm host reaches its cluster through (``local`` for the others)."""
+    return host.options.via if isinstance(host.options, SlurmOptions) else LOCAL_HOST
+
+
+def _hosts(ctx: Ctx, node: Node | None, extra: Mapping[str, HostSpec]) -> dict[str, HostSpec]:
+    """The file's own hosts; a slurm host's `via` must name an ssh host (or be local)."""
     hosts: dict[str, HostSpec] = {}
-    for name, (line, body) in entries(ctx, node, "host").items():
+    bodies = entries(ctx, node, "host")
+    for name, (line, body) in bodies.items():
         check_name(ctx, name, line, "host")
         hosts[name] = _host(Reader(ctx, None, f" (host '{name}')"), name, line, body)
+    known = {**extra, **hosts}
+    ssh = [name for name, host in known.items() if host.type == "ssh"]
+    for name, host in hosts.items():
+        via = _via(host)
+        if via != LOCAL_HOST and via not in ssh:
+            body = bodies[name][1]
+            assert isinstance(body, Map)  # it has options
+            message = (
+                unknown("unknown ssh host", via, ssh)
+                if via not in known
+                else f"host '{via}' is a {known[via].type} host, not an ssh host"
+            )
+            ctx.add(body.fields["via"][1].line, f"{message} (host '{name}')", fld="via")
     return hosts
 
 
 def _host(reader: Reader, name: str, line: int, body: Node) -> HostSpec:
-    type_node = body.fields["type"][1] if isinstance(body, Map) and "type" in body.fields else None
-    kind = reader.opt({"type": type_node} if type_node else {}, "type", as_text)
-    if kind in _LATER_HOST_TYPES:  # their fields are not defined yet: report only this
-        reader.add(line, f"host type '{kind}' is not supported yet", "type")
-        return HostSpec(name, kind)
-    fields = reader.fields(body, _HOST_FIELDS)
-    if kind is None:
-        reader.add(line, "missing field 'type' (only 'local' exists yet)")
-    elif kind != "local":
-        reader.add(fields["type"].line, f"unknown host type '{kind}'", "type")
-    return HostSpec(name, kind or "local", reader.opt(fields, "max_jobs", as_positive))
+    kind = _host_type(reader, name, line, body)
+    if kind is None:  # reported; its other fields cannot be checked
+        fields = reader.fields(body, _HOST_FIELDS, ignored=_ALL_OPTIONS)
+        return HostSpec(name, "local", reader.opt(fields, "max_jobs", as_positive))
+    fields = reader.fields(body, _HOST_FIELDS | OPTION_FIELDS[kind])
+    max_jobs = reader.opt(fields, "max_jobs", as_positive)
+    if kind == "local":
+        return HostSpec(name, kind, max_jobs)
+    options = {key: node for key, node in fields.items() if key not in _HOST_FIELDS}
+    return HostSpec(name, kind, max_jobs, host_options(reader, name, kind, options, line))
+
+
+def _host_type(reader: Reader, name: str, line: int, body: Node) -> str | None:
+    """The entry's valid `type`, else None (reported); the local host is always local."""
+    node = body.fields["type"][1] if isinstance(body, Map) and "type" in body.fields else None
+    kind = reader.opt({"type": node} if node else {}, "type", as_text)
+    if node is None or kind is None:
+        if node is None or is_null(node):
+            reader.add(line, f"missing field 'type' ({', '.join(HOST_TYPES)})")
+        return None
+    if kind not in HOST_TYPES:
+        reader.add(node.line, unknown("unknown host type", kind, HOST_TYPES), "type")
+        return None
+    if name == LOCAL_HOST and kind != "local":
+        reader.add(node.line, f"the host '{LOCAL_HOST}' is always of type local", "type")
+        return None
+    return kind
 
 
 def _known_host(
@@ -204,7 +255,14 @@ def _defaults(reader: Reader, node: Node | None, hosts: Mapping[str, HostSpec]) 
         retries=reader.opt(fields, "retries", as_count) or 0,
         timeout_s=reader.opt(fields, "timeout", as_duration),
         python=reader.opt(fields, "python", as_text) or plain.python,
+        resources=read_resources(reader, fields["resources"]) if "resources" in fields else None,
+        retry_on=_or(reader.opt(fields, "retry_on", as_retry_on), plain.retry_on),
+        on_retry=reader.opt(fields, "on_retry", as_on_retry) or plain.on_retry,
     )
+
+
+def _or(value: frozenset[str] | None, default: frozenset[str]) -> frozenset[str]:
+    return default if value is None else value  # an empty set is a value: retry on nothing
 
 
 def _jobs(
@@ -235,7 +293,8 @@ def _job(
     if not isinstance(body, Map) and not is_null(body):
         return JobSpec(name, "shell", line=line)  # reported; a placeholder saves more noise
     kind, run, script = _command(reader, line, fields)
-    options: dict[str, Any] = {"host": d.host, "retries": d.retries, "python": d.python}
+    options: dict[str, Any] = {"host": d.host, "retries": d.retries, "python": d.python,
+                               "retry_on": d.retry_on, "on_retry": d.on_retry}  # fmt: skip
     options["timeout_s"] = d.timeout_s if "timeout" not in fields else None
     for key in fields:  # only what is there (in file order): the 100k-job path
         if key in _JOB_OPTIONS:
@@ -243,12 +302,32 @@ def _job(
             value = reader.opt(fields, key, convert)
             if value is not None:
                 options[attr] = value
+    if "inputs" in fields:
+        base_dir = reader.ctx.base_dir
+        options["inputs"] = reader.opt(fields, "inputs", lambda n: as_inputs(n, base_dir)) or ()
     if "needs" in options:
         needs_at.append((name, options["needs"]))
         options["needs"] = tuple(dict.fromkeys([parent for parent, _ in options["needs"]]))
     if options["host"] not in hosts:
         reader.add(fields["host"].line, unknown("unknown host", options["host"], hosts), "host")
+    options["resources"] = _resources(reader, fields, d.resources, hosts.get(options["host"]))
     return JobSpec(name=name, kind=kind, run=run, script=script, line=line, **options)
+
+
+def _resources(
+    reader: Reader, fields: Mapping[str, Node], default: Resources | None, host: HostSpec | None
+) -> Resources | None:
+    """The job's own resources over the defaults'; only jobs on a slurm host have them."""
+    own = read_resources(reader, fields["resources"]) if "resources" in fields else None
+    if host is None or host.type != "slurm":
+        if own is not None and host is not None:
+            message = "only jobs on a slurm host take resources"
+            reader.add(fields["resources"].line, f"{message} ('{host.name}' is {host.type})",
+                       "resources")  # fmt: skip
+        return None
+    if own is None or default is None:
+        return default if own is None else own
+    return own.merged_over(default)
 
 
 # field -> (JobSpec attribute, converter), for the fields other than run and script
@@ -260,6 +339,9 @@ _JOB_OPTIONS: dict[str, tuple[str, Callable[[Node], Any]]] = {
     "retries": ("retries", as_count),
     "timeout": ("timeout_s", as_duration),
     "python": ("python", as_text),
+    "outputs": ("outputs", as_outputs),
+    "retry_on": ("retry_on", as_retry_on),
+    "on_retry": ("on_retry", as_on_retry),
 }
 
 

@@ -1,5 +1,6 @@
-"""What both workflow formats share: the `WorkflowSpec` dataclasses, the naming rule and the
-checks common to `ccd.spec` (ccd's format) and `ccd.cloudmesh` (cloudmesh-cc's).
+"""What both workflow formats share: the `WorkflowSpec` dataclasses, the naming rule, the
+checks common to `ccd.spec` (ccd's format) and `ccd.cloudmesh` (cloudmesh-cc's), and the
+readers of the fields that turn a workflow file's values into `ccd.hosts` settings.
 
 Import these from `ccd.spec`, which re-exports the public ones; this module exists so that
 both format readers can use them without importing each other.
@@ -9,18 +10,45 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, fields
+from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Literal
 
 from ccd import dag
-from ccd.hosts import FAILURE_CLASSES, Resources, SlurmOptions, SshOptions
-from ccd.yamltree import Bad, Ctx, Node, Reader, as_text, is_null
+from ccd.hosts import (
+    FAILURE_CLASSES,
+    RESOURCE_FIELDS,
+    Resources,
+    SlurmOptions,
+    SshOptions,
+    split_problem,
+)
+from ccd.yamltree import (
+    Bad,
+    Ctx,
+    Map,
+    Node,
+    Reader,
+    Seq,
+    as_plain,
+    as_scalar,
+    as_text,
+    describe,
+    is_null,
+    unknown,
+)
 
 ScriptKind = Literal["shell", "sh", "py", "ipynb"]  # "shell": an inline `run:` command
 
 LOCAL_HOST = "local"
+HOST_TYPES = ("local", "ssh", "slurm")
+# The fields of a host entry besides `type` and `max_jobs`, by type.
+OPTION_FIELDS: Mapping[str, frozenset[str]] = MappingProxyType({
+    "local": frozenset(),
+    "ssh": frozenset(f.name for f in fields(SshOptions)),
+    "slurm": frozenset(f.name for f in fields(SlurmOptions)),
+})  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +76,8 @@ class JobSpec:
     timeout_s: float | None = None
     python: str = "python3"  # interpreter for .py jobs
     line: int | None = None  # where the job is defined in its file
-    inputs: tuple[str, ...] = ()  # files (relative to base_dir) sent to a remote run dir
-    outputs: tuple[str, ...] = ()  # glob patterns fetched back from it after success
+    inputs: tuple[str, ...] = ()  # absolute paths of files sent to a remote run dir
+    outputs: tuple[str, ...] = ()  # glob patterns (relative, no '..') fetched back after success
     resources: Resources | None = None  # batch requests (slurm hosts)
     retry_on: frozenset[str] = frozenset(FAILURE_CLASSES)  # which failures use `retries`
     on_retry: Mapping[str, float] = field(default_factory=dict)  # e.g. {"mem": 2.0}
@@ -199,3 +227,132 @@ def script_field(
             reader.add(fields[key].line, "must not be empty", key)
         return "shell", None, None
     return found[0], None, found[1]
+
+
+# --- host options and job fields (ccd.hosts settings) ------------------------------------------
+
+
+def host_options(
+    reader: Reader, name: str, kind: str, fields: Mapping[str, Node], line: int
+) -> SshOptions | SlurmOptions | None:
+    """An ssh or slurm host's settings from its fields besides `type` and `max_jobs` (known
+    ones only: unknown fields are reported by the caller); None if invalid (reported)."""
+    values = {key: as_plain(node) for key, node in fields.items()}
+    resources = fields.get("resources")
+    if isinstance(resources, Map):  # unknown keys reported here, with suggestions
+        known = reader.fields(resources, RESOURCE_FIELDS, fld="resources")
+        values["resources"] = {key: as_plain(node) for key, node in known.items()}
+    if kind == "ssh":
+        result: SshOptions | SlurmOptions | list[str] = SshOptions.from_mapping(name, values)
+    else:
+        result = SlurmOptions.from_mapping(values)
+    if isinstance(result, list):
+        report(reader, result, fields, line)
+        return None
+    return result
+
+
+def read_resources(reader: Reader, node: Node) -> Resources | None:
+    """A job's (or the defaults') ``resources:``; None if null or invalid (reported)."""
+    if is_null(node):
+        return None
+    known = reader.fields(node, RESOURCE_FIELDS, fld="resources")
+    if not isinstance(node, Map):
+        return None
+    result = Resources.from_mapping({key: as_plain(value) for key, value in known.items()})
+    if isinstance(result, list):
+        report(reader, result, {"resources": node}, node.line, "resources.")
+        return None
+    return result
+
+
+def report(
+    reader: Reader, problems: list[str], fields: Mapping[str, Node], line: int, prefix: str = ""
+) -> None:
+    """Problems from `ccd.hosts`, each at the line of the field it names (else ``line``)."""
+    for problem in problems:
+        path, message = split_problem(problem)
+        if path is not None and prefix:
+            path = prefix.rstrip(".") + "." + path
+        reader.add(_line_of(fields, path, line), message, path)
+
+
+def _line_of(fields: Mapping[str, Node], path: str | None, default: int) -> int:
+    head, _, rest = (path or "").partition(".")
+    node = fields.get(head)
+    if node is None:
+        return default
+    if isinstance(node, Map) and rest.split(".")[0] in node.fields:
+        return node.fields[rest.split(".")[0]][1].line
+    return node.line
+
+
+def as_inputs(node: Node, base_dir: Path) -> tuple[str, ...]:
+    """Files that must exist, relative to ``base_dir`` (or absolute) -> absolute paths. Each
+    is copied into the run directory under its own name, so names must not clash."""
+    paths: dict[str, Path] = {}  # by the name the file gets in the run directory
+    for item in _items(node, "a list of file paths"):
+        path = (base_dir / Path(as_text(item)).expanduser()).resolve()
+        if not path.exists():
+            raise Bad(f"input file not found: {path}", item.line)
+        if not path.is_file():
+            raise Bad(f"input is not a file: {path}", item.line)
+        if paths.get(path.name, path) != path:
+            raise Bad(f"inputs {paths[path.name]} and {path} would both be '{path.name}' in the "
+                      "run directory", item.line)  # fmt: skip
+        paths[path.name] = path
+    return tuple(str(path) for path in paths.values())
+
+
+def as_outputs(node: Node) -> tuple[str, ...]:
+    """Glob patterns inside the run directory: relative, without '..'."""
+    patterns: list[str] = []
+    for item in _items(node, "a list of glob patterns"):
+        pattern = as_text(item)
+        if pattern.startswith(("/", "~")):
+            raise Bad(f"output '{pattern}' must be relative to the run directory", item.line)
+        if ".." in PurePosixPath(pattern).parts:
+            raise Bad(f"output '{pattern}' must not leave the run directory ('..')", item.line)
+        patterns.append(pattern)
+    return tuple(dict.fromkeys(patterns))
+
+
+def as_retry_on(node: Node) -> frozenset[str]:
+    """Failure classes, e.g. ``[timeout, node_fail]``; ``[]`` retries none."""
+    classes: set[str] = set()
+    for item in _items(node, "a list of failure classes", single=True):
+        name = as_scalar(item, "a failure class")
+        if name not in FAILURE_CLASSES:
+            message = unknown("unknown failure class", name, FAILURE_CLASSES)
+            raise Bad(f"{message}; the classes are {', '.join(FAILURE_CLASSES)}", item.line)
+        classes.add(name)
+    return frozenset(classes)
+
+
+_FACTOR_RE = re.compile(r"[xX]?(\d+\.?\d*|\.\d+)|(\d+\.?\d*|\.\d+)[xX]")
+
+
+def as_on_retry(node: Node) -> Mapping[str, float]:
+    """How each retry scales the request: ``{mem: x2, time: 1.5}`` -> ``{"mem": 2.0, ...}``."""
+    if not isinstance(node, Map):
+        raise Bad(f"expected a mapping like {{mem: x2, time: x1.5}}, got {describe(node)}")
+    if node.dups:
+        raise Bad(f"duplicate field '{node.dups[0][0]}'", node.dups[0][1])
+    factors: dict[str, float] = {}
+    for key, (line, value) in node.fields.items():
+        if key not in ("mem", "time"):
+            raise Bad(unknown("unknown field", key, ("mem", "time")), line)
+        match = _FACTOR_RE.fullmatch(as_scalar(value, "a factor").strip())
+        if match is None or float(match.group(1) or match.group(2)) < 1:
+            raise Bad(f"'{key}': expected a factor >= 1 like x2, 2x or 1.5, got "
+                      f"{describe(value)}", value.line)  # fmt: skip
+        factors[key] = float(match.group(1) or match.group(2))
+    return MappingProxyType(factors)
+
+
+def _items(node: Node, what: str, *, single: bool = False) -> list[Node]:
+    if isinstance(node, Seq):
+        return node.items
+    if single and not isinstance(node, Map):
+        return [node]
+    raise Bad(f"expected {what}, got {describe(node)}")

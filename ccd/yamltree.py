@@ -207,6 +207,7 @@ _ENV_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DURATION_RE = re.compile(r"(?:(?:\d+\.?\d*|\.\d+)[dhms])+")
 _DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)([dhms])")
 _UNIT_S = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+_SPECIAL_FLOATS = frozenset({".inf", "+.inf", "-.inf", ".nan"})
 
 
 class Bad(Exception):
@@ -300,6 +301,27 @@ def as_str_list(node: Node) -> tuple[str, ...]:
     return tuple(as_scalar(item) for item in node.items)
 
 
+def as_plain(node: Node) -> Any:
+    """Plain Python values, typed as PyYAML's safe loader types them, except that only
+    decimal numbers are numbers: ``1:30:00`` stays a string (YAML 1.1 would read 5400)."""
+    if isinstance(node, Map):
+        return {key: as_plain(value) for key, (_, value) in node.fields.items()}
+    if isinstance(node, Seq):
+        return [as_plain(item) for item in node.items]
+    value = node.value
+    if not node.plain:
+        return value
+    if value in _NULLS:
+        return None
+    if value in _BOOLS:
+        return value.lower() in ("yes", "true", "on")
+    if _INT_RE.fullmatch(value):
+        return int(value)
+    if _NUMBER_RE.fullmatch(value) or value.lower() in _SPECIAL_FLOATS:
+        return float(value.replace(".", "") if value[-3:].lower() in ("inf", "nan") else value)
+    return value
+
+
 def as_env(node: Node) -> Mapping[str, str]:
     if not isinstance(node, Map):
         raise Bad(f"expected a mapping of variable names to strings, got {describe(node)}")
@@ -343,20 +365,22 @@ class Reader:
         node: Node | None,
         allowed: Collection[str],
         ignored: Collection[str] = (),
+        fld: str | None = None,
     ) -> dict[str, Node]:
+        """The allowed fields; ``fld`` names the mapping in problems, if it is a field."""
         if node is None or is_null(node):
             return {}
         if not isinstance(node, Map):
-            self.add(node.line, f"expected a mapping, got {describe(node)}")
+            self.add(node.line, f"expected a mapping, got {describe(node)}", fld)
             return {}
         for key, line in node.dups:
-            self.add(line, f"duplicate field '{key}'")
+            self.add(line, f"duplicate field '{key}'", fld)
         out: dict[str, Node] = {}
         for key, (line, value) in node.fields.items():
             if key in allowed:
                 out[key] = value
             elif key not in ignored:
-                self.add(line, unknown("unknown field", key, allowed))
+                self.add(line, unknown("unknown field", key, allowed), fld)
         return out
 
     def opt(self, fields: Mapping[str, Node], key: str, convert: Callable[[Node], _T]) -> _T | None:

@@ -11,6 +11,7 @@ import pytest
 
 from ccd import config
 from ccd.config import Config, ConfigError, LimitsConfig
+from ccd.hosts import Resources, SlurmOptions, SshOptions
 from ccd.spec import HostSpec
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "ccd.yaml"
@@ -57,19 +58,60 @@ def test_example_loads_with_the_code_defaults(xdg_env: Path) -> None:
     assert cfg == config.load(None)  # the example changes nothing
 
 
+# how a dataclass field is spelled in YAML, where that differs
+_YAML_NAMES = {"mem_kib": "mem", "time_s": "time"}
+
+
 @pytest.mark.parametrize(
-    ("cls", "prefix"), [(Config, ""), (LimitsConfig, "limits."), (HostSpec, "hosts.")]
+    ("cls", "prefix"),
+    [
+        (Config, ""),
+        (LimitsConfig, "limits."),
+        (HostSpec, "hosts.NAME."),
+        (SshOptions, "hosts.NAME."),
+        (SlurmOptions, "hosts.NAME."),
+        (Resources, "hosts.NAME.resources."),
+    ],
 )
 def test_example_documents_every_field(cls: type, prefix: str) -> None:
     """A new option must be added to configs/ccd.yaml (set, or commented out) with its docs."""
     text = EXAMPLE.read_text()
-    skip = {"name"} if cls is HostSpec else set()  # a host's name is its key
+    # a host's name is its key; its options are the fields of SshOptions or SlurmOptions
+    skip = {"name", "options"} if cls is HostSpec else set()
+    names = [_YAML_NAMES.get(f.name, f.name) for f in dataclasses.fields(cls)]
     missing = [
-        prefix + f.name
-        for f in dataclasses.fields(cls)
-        if f.name not in skip and not re.search(rf"^[ #]*{f.name}:", text, re.MULTILINE)
+        prefix + name
+        for name in names
+        if name not in skip and not re.search(rf"^[ #]*{name}:", text, re.MULTILINE)
     ]
     assert not missing, f"configs/ccd.yaml does not document {missing}"
+
+
+def _example_hosts_uncommented() -> str:
+    """The example's `hosts:` section with its commented-out entries switched on."""
+    text = EXAMPLE.read_text()
+    start = text.index("\nhosts:\n") + 1
+    return text[start : text.index("\n\n", start)].replace("\n  # ", "\n  ") + "\n"
+
+
+def test_example_hosts_are_valid_when_uncommented(tmp_path: Path) -> None:
+    """Each commented-out host (every ssh, slurm and resources option) loads as written."""
+    section = _example_hosts_uncommented()
+    for cls in (SshOptions, SlurmOptions, Resources):  # each option is set in an example
+        for f in dataclasses.fields(cls):
+            name = _YAML_NAMES.get(f.name, f.name)
+            assert re.search(rf"^ +{name}:", section, re.MULTILINE), f"no example sets {name}"
+    hosts = config.load(write(tmp_path, section)).hosts
+    assert {name: host.type for name, host in hosts.items()} == {
+        "local": "local", "bigmem": "local", "login": "ssh", "hpc": "slurm"
+    }  # fmt: skip
+    login, hpc = hosts["login"].options, hosts["hpc"].options
+    assert isinstance(login, SshOptions)
+    assert isinstance(hpc, SlurmOptions)
+    unset = dataclasses.replace(login, hostname="x", user=None, identity=None, known_hosts=None)
+    assert unset == SshOptions("x")  # the other values shown are the defaults
+    assert hpc.via == "login"
+    assert hpc.resources.time_s == 3600
 
 
 def test_example_states_each_default_in_its_comments() -> None:
@@ -184,6 +226,31 @@ BAD = {
     "request bytes not a number": ("max_request_bytes: 16M\n", "'max_request_bytes'"),
     "grace negative": ("shutdown_grace_s: -2\n", "'shutdown_grace_s'"),
     "bad host type": ("hosts: {gpu: {type: slurmm}}\n", "'hosts.gpu.type'"),
+    "local of another type": ("hosts: {local: {type: ssh}}\n", "'hosts.local.type'"),
+    "unknown ssh option": ("hosts: {l: {type: ssh, prot: 1}}\n", "'hosts.l.prot'"),
+    "slurm option on ssh": ("hosts: {l: {type: ssh, via: x}}\n", "'hosts.l.via'"),
+    "ssh option on local": ("hosts: {l: {type: local, port: 22}}\n", "'hosts.l.port'"),
+    "bad ssh port": ("hosts: {l: {type: ssh, port: 0}}\n", "'hosts.l.port'"),
+    "bad ssh user": ("hosts: {l: {type: ssh, user: [a]}}\n", "'hosts.l.user'"),
+    "bad slurm poll": (
+        "hosts: {c: {type: slurm, poll_interval_s: -1}}\n",
+        "'hosts.c.poll_interval_s'",
+    ),
+    "bad slurm resources": ("hosts: {c: {type: slurm, resources: [1]}}\n", "'hosts.c.resources'"),
+    "bad slurm mem": (
+        "hosts: {c: {type: slurm, resources: {mem: 4X}}}\n",
+        "'hosts.c.resources.mem'",
+    ),
+    "unknown resource": (
+        "hosts: {c: {type: slurm, resources: {cpu: 1}}}\n",
+        "'hosts.c.resources.cpu'",
+    ),
+    "reserved sbatch arg": (
+        "hosts: {c: {type: slurm, resources: {sbatch_args: [-Jx]}}}\n",
+        "'hosts.c.resources.sbatch_args'",
+    ),
+    "via nowhere": ("hosts: {c: {type: slurm, via: login}}\n", "'hosts.c.via'"),
+    "via a local host": ("hosts: {c: {type: slurm, via: b}, b: {type: local}}\n", "'hosts.c.via'"),
     "host max_jobs zero": ("hosts: {gpu: {max_jobs: 0}}\n", "'hosts.gpu.max_jobs'"),
     "host max_jobs text": ("hosts: {gpu: {max_jobs: many}}\n", "'hosts.gpu.max_jobs'"),
     "unknown host field": ("hosts: {gpu: {type: local, cores: 4}}\n", "'hosts.gpu.cores'"),
@@ -210,6 +277,56 @@ def test_bad_config_is_one_line_naming_file_and_field(
 def test_host_type_error_names_the_field_and_the_value(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"field 'hosts\.gpu\.type': unknown type 'slurmm'"):
         config.load(write(tmp_path, "hosts: {gpu: {type: slurmm}}\n"))
+
+
+def test_host_option_errors_say_what_is_wrong(tmp_path: Path) -> None:
+    text = "hosts: {c: {type: slurm, resources: {mem: 4X}}}\n"
+    with pytest.raises(ConfigError) as info:
+        config.load(write(tmp_path, text))
+    assert str(info.value) == (
+        f"{tmp_path / 'ccd.yaml'}: field 'hosts.c.resources.mem': '4X' is not a size like 4G "
+        "or 512M"
+    )
+
+
+# -- remote hosts -------------------------------------------------------------------------
+
+
+def test_host_types() -> None:
+    assert config.HOST_TYPES == ("local", "ssh", "slurm")
+
+
+def test_ssh_and_slurm_hosts(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        hosts:
+          hpc:
+            type: slurm
+            via: login
+            max_jobs: 50
+            resources: {mem: 2G, time: 1:30:00, sbatch_args: [--exclusive]}
+          login: {type: ssh, hostname: login.example.org, user: me, keepalive_s: 5}
+          box: {type: ssh}
+          queue: {type: slurm}
+        """,
+    )
+    hosts = config.load(path).hosts
+    assert hosts["login"] == HostSpec(
+        "login", "ssh", None, SshOptions("login.example.org", user="me", keepalive_s=5.0)
+    )
+    assert hosts["box"] == HostSpec("box", "ssh", None, SshOptions("box"))
+    assert hosts["queue"] == HostSpec("queue", "slurm", None, SlurmOptions())
+    # 1:30:00 is a walltime here, not YAML 1.1's base-60 number 5400 (5400 minutes to sbatch)
+    resources = Resources(mem_kib=2 << 20, time_s=5400, sbatch_args=("--exclusive",))
+    assert hosts["hpc"] == HostSpec("hpc", "slurm", 50, SlurmOptions("login", resources=resources))
+
+
+def test_base_60_numbers_stay_text_only_for_colons(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, "limits: {max_jobs: 12, kill_grace_s: 1.5}\n"))
+    assert (cfg.limits.max_jobs, cfg.limits.kill_grace_s) == (12, 1.5)
+    with pytest.raises(ConfigError, match=r"'limits\.kill_grace_s'"):
+        config.load(write(tmp_path, "limits: {kill_grace_s: 1:30}\n"))  # text, not 90
 
 
 def test_missing_file_names_it(tmp_path: Path) -> None:

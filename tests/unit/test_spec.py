@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from ccd.errors import Problem, SpecError
+from ccd.hosts import FAILURE_CLASSES, Resources, SlurmOptions, SshOptions
 from ccd.spec import LOCAL_HOST, HostSpec, WorkflowSpec, expand_names, load, parse, valid_name
 
 DATA = Path(__file__).parent.parent / "data" / "cloudmesh"
@@ -421,24 +422,235 @@ def test_unknown_host(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.parametrize("kind", ["ssh", "slurm"])
-def test_remote_host_types_are_not_supported_yet(tmp_path: Path, kind: str) -> None:
-    problem = only(
-        problems_of(
-            tmp_path,
-            f"hosts:\n  hpc: {{type: {kind}, partition: gpu}}\n"
-            "jobs: {a: {run: x, host: hpc}}\n",
-        )
+REMOTE_HOSTS = """
+    hosts:
+      login:
+        type: ssh
+        hostname: login.example.org
+        user: me
+        port: 2222
+        identity: ~/.ssh/id_ed25519
+        max_jobs: 4
+      hpc:
+        type: slurm
+        via: login
+        partition: gpu
+        poll_interval_s: 60
+        resources: {mem: 4G, time: "1:00:00", sbatch_args: [--gres=gpu:1]}
+      box: {type: ssh}
+    """
+
+
+def test_ssh_and_slurm_hosts(tmp_path: Path) -> None:
+    spec = load(write(tmp_path, REMOTE_HOSTS + "jobs: {a: {run: x, host: hpc}}\n"))
+    login, hpc, box = spec.hosts["login"], spec.hosts["hpc"], spec.hosts["box"]
+    assert (login.type, login.max_jobs) == ("ssh", 4)
+    assert login.options == SshOptions(
+        "login.example.org", port=2222, user="me", identity="~/.ssh/id_ed25519"
     )
-    assert (problem.line, problem.field) == (2, "type")
-    assert problem.message == f"host type '{kind}' is not supported yet (host 'hpc')"
+    assert box.options == SshOptions("box")  # hostname: the host's name, as in ~/.ssh/config
+    assert hpc.type == "slurm"
+    assert hpc.options == SlurmOptions(
+        via="login",
+        partition="gpu",
+        poll_interval_s=60.0,
+        resources=Resources(mem_kib=4 << 20, time_s=3600, sbatch_args=("--gres=gpu:1",)),
+    )
+
+
+def test_null_host_options_mean_the_default(tmp_path: Path) -> None:
+    text = "hosts: {h: {type: ssh, user: null, port: ~}}\njobs: {a: {run: x}}\n"
+    assert load(write(tmp_path, text)).hosts["h"].options == SshOptions("h")
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "field", "message"),
+    [
+        ("type: ssh\n    hostnme: x", 5, None,
+         "unknown field 'hostnme' (did you mean 'hostname'?)"),
+        ("type: ssh\n    port: 70000", 5, "port", "expected 1-65535"),
+        ("type: ssh\n    port: '22'", 5, "port", "expected an integer, got '22'"),
+        ("type: ssh\n    hostname: -oProxy", 5, "hostname",
+         "'-oProxy' is not a host name or address"),
+        ("type: ssh\n    insecure_skip_host_key_check: 1", 5, "insecure_skip_host_key_check",
+         "expected true or false, got 1"),
+        ("type: ssh\n    max_sessions: 0", 5, "max_sessions", "expected an integer >= 1"),
+        ("type: ssh\n    keepalive_s: 0", 5, "keepalive_s", "expected a number > 0"),
+        ("type: slurm\n    partition: 'a;b'", 5, "partition",
+         "expected a name of [A-Za-z0-9_@%+=:,./-]"),
+        ("type: slurm\n    poll_interval_min_s: 90", 5, "poll_interval_min_s",
+         "must not exceed poll_interval_s"),
+        ("type: slurm\n    resources: [4G]", 5, "resources", "expected a mapping"),
+        ("type: slurm\n    resources:\n      mem: 4G\n      time: soon", 7, "resources.time",
+         "'soon' is not a walltime like 30m, 2h or 1-12:00:00"),
+        ("type: slurm\n    resources:\n      cpu: 2", 6, "resources",
+         "unknown field 'cpu' (did you mean 'cpus'?)"),
+        ("type: slurm\n    via: gateway", 5, "via", "unknown ssh host 'gateway'"),
+        ("type: slurm\n    via: big", 5, "via", "host 'big' is a local host, not an ssh host"),
+        ("type: slurm\n    via: logn", 5, "via", "unknown ssh host 'logn' (did you mean 'login'?)"),
+        ("type: kube", 4, "type", "unknown host type 'kube'"),
+        ("type: sshh", 4, "type", "unknown host type 'sshh' (did you mean 'ssh'?)"),
+    ],
+)  # fmt: skip
+def test_bad_remote_host_options(
+    tmp_path: Path, body: str, line: int, field: str | None, message: str
+) -> None:
+    text = f"hosts:\n  big: {{type: local}}\n  h:\n    {body}\n  login: {{type: ssh}}\n"
+    problem = only(problems_of(tmp_path, text + "jobs: {a: {run: x}}\n"))
+    assert (problem.line, problem.job, problem.field) == (line, None, field)
+    assert problem.message == f"{message} (host 'h')"
+
+
+def test_the_local_host_cannot_change_its_type(tmp_path: Path) -> None:
+    problem = only(problems_of(tmp_path, "hosts: {local: {type: ssh}}\njobs: {a: {run: x}}\n"))
+    assert (problem.field, problem.message) == (
+        "type",
+        "the host 'local' is always of type local (host 'local')",
+    )
+
+
+def test_slurm_via_an_extra_ssh_host_brings_it_into_the_spec(tmp_path: Path) -> None:
+    extra = {**CONFIG_HOSTS, "gate": HostSpec("gate", "ssh", options=SshOptions("gate.org"))}
+    text = "hosts: {hpc: {type: slurm, via: gate}}\njobs: {a: {run: x, host: hpc}}\n"
+    spec = load(write(tmp_path, text), extra_hosts=extra)
+    assert list(spec.hosts) == ["local", "gate", "hpc"]
+    assert spec.hosts["gate"] == extra["gate"]
+    extra_slurm = HostSpec("cl", "slurm", options=SlurmOptions(via="gate"))
+    text = "jobs: {a: {run: x, host: cl}}\n"
+    spec = load(write(tmp_path, text), extra_hosts={**extra, "cl": extra_slurm})
+    assert list(spec.hosts) == ["local", "gate", "cl"]
+
+
+# --- job fields for remote hosts --------------------------------------------------------------
+
+
+def test_remote_job_fields(tmp_path: Path) -> None:
+    touch(tmp_path, "data/in.csv", "model.bin")
+    text = (
+        REMOTE_HOSTS
+        + f"""
+    defaults:
+      resources: {{cpus: 2, time: 30m}}
+      retry_on: [timeout, node_fail]
+      on_retry: {{mem: x2}}
+    jobs:
+      train:
+        run: ./train
+        host: hpc
+        inputs: [data/in.csv, {tmp_path / "model.bin"}, data/in.csv]
+        outputs: ["results/*.json", log.txt]
+        resources: {{mem: 8G, time: 2h}}
+        on_retry: {{mem: 2x, time: 1.5}}
+      plain:
+        run: x
+        host: hpc
+        retry_on: []
+      here:
+        run: x
+    """
+    )
+    spec = load(write(tmp_path, text))
+    train, plain, here = spec.jobs.values()
+    assert train.inputs == (str(tmp_path / "data/in.csv"), str(tmp_path / "model.bin"))
+    assert train.outputs == ("results/*.json", "log.txt")
+    assert train.resources == Resources(cpus=2, mem_kib=8 << 20, time_s=7200)
+    assert train.retry_on == {"timeout", "node_fail"}
+    assert dict(train.on_retry) == {"mem": 2.0, "time": 1.5}
+    assert plain.resources == Resources(cpus=2, time_s=1800)  # the defaults'
+    assert plain.retry_on == frozenset()
+    assert dict(plain.on_retry) == {"mem": 2.0}
+    assert here.resources is None  # not on a slurm host: the default does not apply
+    assert (here.inputs, here.outputs) == ((), ())
+
+
+RELATIVE = "must be relative to the run directory"
+FACTOR = "expected a factor >= 1 like x2, 2x or 1.5, got"
+
+
+def test_remote_job_field_defaults(tmp_path: Path) -> None:
+    job = load(write(tmp_path, "jobs: {a: {run: x}}\n")).jobs["a"]
+    assert (job.inputs, job.outputs, job.resources) == ((), (), None)
+    assert job.retry_on == frozenset(FAILURE_CLASSES)
+    assert dict(job.on_retry) == {}
+
+
+@pytest.mark.parametrize(
+    ("value", "field", "message"),
+    [
+        ("inputs: [nope.csv]", "inputs", "input file not found: {tmp}/nope.csv"),
+        ("inputs: [sub]", "inputs", "input is not a file: {tmp}/sub"),
+        ("inputs: in.csv", "inputs", "expected a list of file paths, got 'in.csv'"),
+        ("inputs: [in.csv, sub/in.csv]", "inputs",
+         "inputs {tmp}/in.csv and {tmp}/sub/in.csv would both be 'in.csv' in the run directory"),
+        ("outputs: [/etc/passwd]", "outputs", f"output '/etc/passwd' {RELATIVE}"),
+        ("outputs: ['~/x']", "outputs", f"output '~/x' {RELATIVE}"),
+        ("outputs: [a/../../x]", "outputs",
+         "output 'a/../../x' must not leave the run directory ('..')"),
+        ("outputs: ['']", "outputs", "must not be empty"),
+        ("retry_on: [timeout, oom]", "retry_on",
+         "unknown failure class 'oom'; the classes are " + ", ".join(FAILURE_CLASSES)),
+        ("retry_on: preemptd", "retry_on",
+         "unknown failure class 'preemptd' (did you mean 'preempted'?); the classes are "
+         + ", ".join(FAILURE_CLASSES)),
+        ("on_retry: {mem: 0.5}", "on_retry", f"'mem': {FACTOR} '0.5'"),
+        ("on_retry: {time: x2x}", "on_retry", f"'time': {FACTOR} 'x2x'"),
+        ("on_retry: {cpus: 2}", "on_retry", "unknown field 'cpus'"),
+        ("on_retry: x2", "on_retry", "expected a mapping like {mem: x2, time: x1.5}, got 'x2'"),
+        ("resources: {cpus: 2}", "resources",
+         "only jobs on a slurm host take resources ('local' is local)"),
+        ("resources: 4G", "resources", "expected a mapping, got '4G'"),
+    ],
+)  # fmt: skip
+def test_bad_remote_job_fields(tmp_path: Path, value: str, field: str, message: str) -> None:
+    touch(tmp_path, "in.csv", "sub/in.csv")
+    found = problems_of(tmp_path, f"jobs:\n  b: {{run: x}}\n  a:\n    run: x\n    {value}\n")
+    problem = only(found)
+    expected = message.replace("{tmp}", str(tmp_path.resolve()))
+    assert (problem.line, problem.job, problem.field, problem.message) == (5, "a", field, expected)
+
+
+def test_bad_resources_name_the_field_and_its_line(tmp_path: Path) -> None:
+    text = (
+        REMOTE_HOSTS
+        + """
+    defaults:
+      resources: {gpus: 0}
+    jobs:
+      a:
+        run: x
+        host: hpc
+        resources:
+          mem: lots
+          cpu: 2
+          sbatch_args: ["--job-name=x", "--x;rm", "-p", "gpu"]
+    """
+    )
+    found = problems_of(tmp_path, text)
+    assert [(p.line, p.job, p.field, p.message) for p in found] == [
+        (18, None, "resources.gpus", "expected an integer >= 1 (in defaults)"),
+        (24, "a", "resources.mem", "'lots' is not a size like 4G or 512M"),
+        (25, "a", "resources", "unknown field 'cpu' (did you mean 'cpus'?)"),
+        (26, "a", "resources.sbatch_args", "'--job-name=x' is set by ccd itself"),
+        (26, "a", "resources.sbatch_args",
+         "'--x;rm' has characters outside [A-Za-z0-9_@%+=:,./-]"),
+        (26, "a", "resources.sbatch_args", "'gpu' is not an option; give values joined to "
+         "their option: --partition=gpu, -pgpu"),
+    ]  # fmt: skip
+
+
+def test_walltime_is_not_read_as_a_base_60_number(tmp_path: Path) -> None:
+    """YAML 1.1 reads 1:30:00 as 5400, which sbatch's rule would make 5400 minutes."""
+    text = REMOTE_HOSTS + "jobs: {a: {run: x, host: hpc, resources: {time: 1:30:00}}}\n"
+    resources = load(write(tmp_path, text)).jobs["a"].resources
+    assert resources is not None
+    assert resources.time_s == 5400
 
 
 @pytest.mark.parametrize(
     ("body", "message"),
     [
         ("{type: kube}", "unknown host type 'kube' (host 'h')"),
-        ("{max_jobs: 2}", "missing field 'type' (only 'local' exists yet) (host 'h')"),
+        ("{max_jobs: 2}", "missing field 'type' (local, ssh, slurm) (host 'h')"),
         ("{type: local, max_jobs: 0}", "expected a positive integer, got 0 (host 'h')"),
         ("{type: local, max_jobs: many}", "expected a non-negative integer, got 'many' (host 'h')"),
     ],
@@ -751,13 +963,57 @@ def test_cloudmesh_bookkeeping_fields_are_ignored_but_typos_are_not(tmp_path: Pa
     ]
 
 
-@pytest.mark.parametrize("kind", ["ssh", "slurm"])
+@pytest.mark.parametrize("kind", ["slurm", "wsl"])
 def test_cloudmesh_remote_kinds_are_not_supported_yet(tmp_path: Path, kind: str) -> None:
     with pytest.raises(SpecError) as info:
         cloudmesh(tmp_path, f"a:\n  exec: x\n  kind: {kind}\n")
     problem = only(info.value.problems)
     assert (problem.line, problem.job, problem.field) == (5, "a", "kind")
     assert problem.message == f"kind '{kind}' is not supported yet"
+
+
+def test_cloudmesh_ssh_nodes_run_on_a_host_named_by_their_host_field(tmp_path: Path) -> None:
+    spec = cloudmesh(
+        tmp_path,
+        """
+        a: {exec: echo a, kind: local, host: local, user: grey}
+        b: {exec: echo b, kind: ssh, host: rivanna.hpc.virginia.edu, user: thf2bn}
+        c: {exec: echo c, kind: ssh, host: rivanna.hpc.virginia.edu, user: thf2bn}
+        d: {exec: echo d, kind: ssh, host: box}
+        """,
+    )
+    assert [job.host for job in spec.jobs.values()] == [
+        "local", "rivanna.hpc.virginia.edu", "rivanna.hpc.virginia.edu", "box"
+    ]  # fmt: skip
+    assert spec.hosts == {
+        "local": HostSpec("local", "local"),
+        "rivanna.hpc.virginia.edu": HostSpec(
+            "rivanna.hpc.virginia.edu", "ssh", options=SshOptions("rivanna.hpc.virginia.edu",
+                                                                  user="thf2bn")
+        ),
+        "box": HostSpec("box", "ssh", options=SshOptions("box")),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("nodes", "line", "field", "message"),
+    [
+        ("a: {exec: x, kind: ssh}", 3, "host", "kind 'ssh' needs the host to log in to"),
+        ("a: {exec: x, kind: ssh, host: 'a b'}", 3, "host", "'a b' cannot name an ssh host"),
+        ("a: {exec: x, kind: ssh, host: local}", 3, "host", "'local' cannot name an ssh host"),
+        ("a: {exec: x, kind: ssh, host: h, user: '-x'}", 3, "host",
+         "field 'user': '-x' is not a user name"),
+        ("a: {exec: x, kind: ssh, host: h, user: u}\nb: {exec: x, kind: ssh, host: h}", 4, "user",
+         "nodes on host 'h' disagree on its user: none here, 'u' before"),
+    ],
+)  # fmt: skip
+def test_cloudmesh_bad_ssh_nodes(
+    tmp_path: Path, nodes: str, line: int, field: str, message: str
+) -> None:
+    with pytest.raises(SpecError) as info:
+        cloudmesh(tmp_path, nodes)
+    problem = only(info.value.problems)
+    assert (problem.line, problem.field, problem.message) == (line, field, message)
 
 
 def test_cloudmesh_unknown_job_in_a_dependency(tmp_path: Path) -> None:
