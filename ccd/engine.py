@@ -95,7 +95,7 @@ class Engine:
     ) -> Engine:
         paths.prepare_state_dir(state_dir)
         store = await Store.open(state_dir / paths.DB_NAME)
-        executors = _make_executors(hosts)
+        executors = make_executors(hosts)
         limits = _with_host_limits(limits or Limits(), hosts)
         scheduler = Scheduler(
             store, executors, state_dir / paths.RUNS_NAME, limits, batch_hosts=_batch_hosts(hosts)
@@ -106,7 +106,7 @@ class Engine:
         """Apply a new config: new hosts become usable, limits apply from the next dispatch.
         Hosts in use are kept (their jobs are running)."""
         new = {name: host for name, host in hosts.items() if name not in self._executors}
-        added = _make_executors(new, self._executors)
+        added = make_executors(new, self._executors)
         self._executors.update(added)
         self.scheduler.adopt(added.values())
         self.hosts.update(hosts)
@@ -189,7 +189,7 @@ def _with_host_limits(limits: Limits, hosts: Mapping[str, HostSpec]) -> Limits:
     return replace(limits, host_max_jobs={**host_limits, **limits.host_max_jobs})
 
 
-def _make_executors(
+def make_executors(
     hosts: Mapping[str, HostSpec], existing: Mapping[str, Executor] | None = None
 ) -> dict[str, Executor]:
     """One executor per host; Slurm hosts last, as they may run through an ssh host's."""

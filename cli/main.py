@@ -77,15 +77,19 @@ def validate(file: Path) -> None:
 @click.option("--fail-fast", is_flag=True, help="Cancel everything once a job fails.")
 @click.option("--max-jobs", type=click.IntRange(min=1),
               help="At most this many jobs at once, across all hosts.")  # fmt: skip
+@remote.dry_run_option
 def run(
-    file: Path, state_dir: Path | None, as_json: bool, fail_fast: bool, max_jobs: int | None
-) -> None:
+    file: Path, state_dir: Path | None, as_json: bool, fail_fast: bool, max_jobs: int | None,
+    dry_run: bool,
+) -> None:  # fmt: skip
     """Run a workflow in this process, without a daemon; exit 0 if every job succeeded."""
     from ccd import paths
     from ccd.spec import load
-    from cli.runner import run_in_process
+    from cli.runner import run_in_process, show_dry_run
 
     spec = load(file)
+    if dry_run:
+        show_dry_run(spec, state_dir or paths.default_state_dir())
     status = run_in_process(
         spec, state_dir or paths.default_state_dir(), fail_fast=fail_fast,
         max_jobs=max_jobs, live=sys.stdout.isatty() and not as_json, quiet=as_json,

@@ -31,18 +31,32 @@ def exit_for(status: dict[str, Any]) -> None:
     sys.exit(0 if status["workflow"]["state"] == "succeeded" else 1)
 
 
+dry_run_option = click.option(
+    "--dry-run", is_flag=True,
+    help="Show each job's command (Slurm: batch script and sbatch line, checked against the "
+    "partition's limits) and run nothing.",
+)  # fmt: skip
+
+
 @click.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--wait", is_flag=True, help="Follow the run and exit like `ccctl run`.")
 @click.option("--fail-fast", is_flag=True, help="Cancel everything once a job fails.")
 @click.option("--request-id", help="Idempotency key: a repeat returns the first workflow.")
 @click.option("--json", "as_json", is_flag=True)
+@dry_run_option
 @click.pass_context
 def submit(
     ctx: click.Context, file: Path, wait: bool, fail_fast: bool, request_id: str | None,
-    as_json: bool,
+    as_json: bool, dry_run: bool,
 ) -> None:  # fmt: skip
     """Submit a workflow to the daemon; prints its id."""
+    if dry_run:  # rendered here, from the file's own hosts: nothing reaches the daemon
+        from ccd import paths
+        from ccd.spec import load
+        from cli.runner import show_dry_run
+
+        show_dry_run(load(file), paths.default_state_dir())
     client = client_of(ctx)
     try:
         wf_id = client.submit(file, fail_fast=fail_fast, request_id=request_id)

@@ -152,3 +152,12 @@ async def _latest_states(
     states = {j.name: j.state for j in jobs}
     progress = {j.name: j.progress for j in jobs if j.progress is not None}
     return states, progress
+
+
+def show_dry_run(spec: WorkflowSpec, state_dir: Path) -> None:
+    """Print what each job would run; exit 0, or 1 if a request can never be satisfied."""
+    from ccd import dryrun
+
+    plans = asyncio.run(dryrun.plan_workflow(spec, state_dir / paths.RUNS_NAME))
+    click.echo(dryrun.render(plans))
+    sys.exit(1 if any(p.problems for p in plans) else 0)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install what ccd and its tests need on a fresh Debian machine: Debian packages (graphviz;
 # systemd for systemd-analyze, which checks the user unit; it installs fine where PID 1 is
-# not systemd), then ccd itself with its test and notebook extras. Idempotent; run as root
-# (or with sudo).
+# not systemd; OpenSSH's server and Slurm for the backends' tests), then ccd itself with its
+# test and notebook extras. Idempotent; run as root (or with sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +14,13 @@ if ((${#need_apt[@]})); then
     sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_="sudo"
     $sudo_ apt-get update -qq
     $sudo_ apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# sshd and Slurm for the ssh and Slurm backends' tests (started by the tests themselves).
+if [ "$(id -u)" -eq 0 ]; then
+    bash scripts/infra/install.sh
+else
+    sudo bash scripts/infra/install.sh
 fi
 
 python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test,notebook]'

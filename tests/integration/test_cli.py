@@ -153,3 +153,17 @@ def test_ctrl_c_cancels_and_kills_process_groups(write_workflow, tmp_path: Path)
     assert "long" in out and "cancelled" in out
     with pytest.raises(ProcessLookupError):
         os.kill(job_pid, 0)
+
+
+def test_dry_run_shows_commands_and_runs_nothing(write_workflow, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    path = write_workflow(f"""
+        jobs:
+          a: {{run: 'touch {marker}'}}
+          b: {{script: b.py, args: ["--n", "2"], needs: [a]}}
+    """, **{"b.py": "print('b')\n"})  # fmt: skip
+    code, out, _ = ccctl("run", path, "--dry-run", "--state-dir", tmp_path / "state")
+    assert code == 0
+    assert "== a (host local)\n$ sh wrapper.sh . ./run.sh" in out
+    assert "$ sh wrapper.sh python3 ./b.py --n 2" in out
+    assert not marker.exists() and not (tmp_path / "state" / "ccd.db").exists()
