@@ -1,0 +1,176 @@
+"""Slurm load of ccd's batched polling against per-job polling, measured in the same run.
+
+Submits N short jobs (``sleep 1``) through `SlurmExecutor`, held (``--hold``) so that all N
+are in flight at once; lets a few poll rounds pass; releases them with one ``scontrol release``
+and waits for all of them. Twice:
+
+- **ccd**: the executor as shipped: each poll round reads the status files (one ``sh``, not
+  a Slurm command), then ONE ``squeue -j id,id,...`` for the jobs without a clean exit
+  record (and ONE ``sacct`` if some left squeue);
+- **per-job baseline**: the same executor, same adaptive interval, but one
+  ``squeue -j ID`` per unfinished job per round (what a naive poller does), with no command
+  budget (it would not keep up under ccd's).
+
+For each it counts the Slurm commands issued (per round and in total) and the RPCs slurmctld
+saw, by message type, from ``sdiag`` before and after (run it on a quiet cluster: sdiag counts
+everything, including slurmd's own messages such as REQUEST_COMPLETE_BATCH_SCRIPT).
+
+    python bench/slurm_bench.py                 # 300 jobs on the cluster as it is (slow
+                                                # with 2 CPUs: ~2 jobs/s)
+    python bench/slurm_bench.py --cpus 32       # first restart the test cluster with 32 CPUs
+                                                # (scripts/infra/slurm-up.sh, SLURM_UP_CPUS)
+
+Run as root on the test machine (sdiag needs a privileged user on most clusters).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from ccd.executors.base import Launch
+from ccd.executors.local import LocalShell
+from ccd.executors.slurm import SlurmExecutor
+from ccd.hosts import Resources, SlurmOptions
+from ccd.slurm_parse import JobRow, parse_sdiag_rpcs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class PerJobPollingExecutor(SlurmExecutor):
+    """The baseline: one squeue per job per round, no command budget."""
+
+    COMMANDS_PER_S = 1e9
+    COMMAND_BURST = 1e9
+
+    async def squeue_rows(self, ids: Sequence[str]) -> dict[str, JobRow]:
+        rows: dict[str, JobRow] = {}
+        for job_id in ids:
+            rows.update(await super().squeue_rows([job_id]))
+        return rows
+
+
+@dataclass
+class Result:
+    label: str
+    jobs: int
+    wall_s: float
+    submit_s: float
+    ok: int
+    rounds: list[int]
+    held_rounds: list[int]  # the rounds while all N jobs were queued
+    commands: Counter[str]
+    rpcs: Counter[str]
+
+
+def sdiag() -> Counter[str]:
+    out = subprocess.run(["sdiag"], capture_output=True, text=True, check=True).stdout
+    return Counter(parse_sdiag_rpcs(out))
+
+
+async def run_phase(
+    label: str, cls: type[SlurmExecutor], n: int, options: SlurmOptions, root: Path,
+    held_rounds: int,
+) -> Result:  # fmt: skip
+    wf = f"b{secrets.token_hex(4)}"
+    launches = [
+        Launch(wf, f"j{i}", 1, root / wf / f"j{i}" / "1", root / "inline.sh",
+               ("sh", "./inline.sh"), {}, inline="sleep 1")
+        for i in range(n)
+    ]  # fmt: skip
+    ex = cls("bench", LocalShell(), options)
+    before = sdiag()
+    t0 = time.monotonic()
+    try:
+        handles = await asyncio.gather(*(ex.start(launch) for launch in launches))
+        submit_s = time.monotonic() - t0
+        waits = [asyncio.ensure_future(ex.wait(h)) for h in handles]
+        first = len(ex.round_commands)
+        while len(ex.round_commands) < first + held_rounds:  # noqa: ASYNC110 (a counter)
+            await asyncio.sleep(0.05)
+        held = ex.round_commands[first:]
+        await release([str(h.job_id) for h in handles])
+        results = await asyncio.gather(*waits)
+        wall_s = time.monotonic() - t0
+    finally:
+        await ex.close()
+    rpcs = sdiag()
+    rpcs.subtract(before)
+    return Result(label, n, wall_s, submit_s, sum(r.ok for r in results),
+                  list(ex.round_commands), held, Counter(ex.command_counts), +rpcs)  # fmt: skip
+
+
+async def release(ids: list[str]) -> None:
+    """One ``scontrol release`` for all of them (not counted: the bench's, not ccd's)."""
+    proc = await asyncio.create_subprocess_exec("scontrol", "release", ",".join(ids))
+    await proc.wait()
+
+
+def table(results: list[Result]) -> str:
+    def row(name: str, *cells: object) -> str:
+        return f"| {name} | " + " | ".join(str(c) for c in cells) + " |"
+
+    lines = [row("", *(r.label for r in results)), "|---|" + "---:|" * len(results)]
+    lines.append(row("jobs (succeeded)", *(f"{r.jobs} ({r.ok})" for r in results)))
+    lines.append(row("wall time, s (submit)", *(f"{r.wall_s:.1f} ({r.submit_s:.1f})"
+                                                for r in results)))  # fmt: skip
+    lines.append(row("poll rounds", *(len(r.rounds) for r in results)))
+    held = [" ".join(map(str, r.held_rounds)) for r in results]
+    lines.append(row(f"Slurm commands per round, all {results[0].jobs} queued", *held))
+    spread = [f"{max(r.rounds, default=0)} / {sum(r.rounds) / max(len(r.rounds), 1):.1f}"
+              for r in results]  # fmt: skip
+    lines.append(row("Slurm commands per round, whole run: max / mean", *spread))
+    for cmd in ("sbatch", "squeue", "sacct", "scancel", "sh"):
+        label = f"`{cmd}` runs" + (" (status-file reads)" if cmd == "sh" else "")
+        lines.append(row(label, *(r.commands[cmd] for r in results)))
+    lines.append(row("slurmctld RPCs, all types", *(r.rpcs.total() for r in results)))
+    kinds = sorted({k for r in results for k in r.rpcs}, key=lambda k: -results[0].rpcs[k])
+    lines += [row(f"RPC {k}", *(r.rpcs[k] for r in results)) for k in kinds]
+    return "\n".join(lines)
+
+
+def restart_cluster(cpus: int) -> None:
+    env = dict(os.environ, SLURM_UP_CPUS=str(cpus))
+    print(f"restarting the test cluster with SLURM_UP_CPUS={cpus} ...", file=sys.stderr)
+    subprocess.run(["bash", str(REPO / "scripts/infra/slurm-up.sh")], env=env, check=True,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)  # fmt: skip
+
+
+async def main(args: argparse.Namespace) -> None:
+    options = SlurmOptions(poll_interval_s=args.max_interval, poll_interval_min_s=args.min_interval,
+                           resources=Resources(sbatch_args=("--hold",)))  # fmt: skip
+    phases = (("ccd (batched)", SlurmExecutor), ("per-job baseline", PerJobPollingExecutor))
+    with tempfile.TemporaryDirectory(prefix="ccd-slurm-bench-") as tmp:
+        results = [await run_phase(label, cls, args.jobs, options, Path(tmp), args.held_rounds)
+                   for label, cls in phases]  # fmt: skip
+    print(f"\n{args.jobs} Slurm jobs (sleep 1), submitted held, {args.held_rounds} poll rounds "
+          f"with all queued, then released; poll interval {args.min_interval}-"
+          f"{args.max_interval} s (adaptive); ccd's budget {SlurmExecutor.COMMANDS_PER_S:g} "
+          f"commands/s, {SlurmExecutor.MAX_CONCURRENT_COMMANDS} at once\n")  # fmt: skip
+    print(table(results))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=300)
+    parser.add_argument("--cpus", type=int, help="restart the test cluster with this many CPUs")
+    parser.add_argument("--min-interval", type=float, default=0.5)
+    parser.add_argument("--max-interval", type=float, default=5.0)
+    parser.add_argument("--held-rounds", type=int, default=4)
+    parsed = parser.parse_args()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
+    if parsed.cpus:
+        restart_cluster(parsed.cpus)
+    asyncio.run(main(parsed))
