@@ -16,11 +16,15 @@ from typing import Any
 
 import structlog
 
+from ccd.errors import ExecutorError
 from ccd.executors.base import Executor, Handle, Launch
 from ccd.models import ExitStatus, Progress
 from ccd.progress import LogTail
 
 log = structlog.get_logger("ccd.attempts")
+
+REATTACH_RETRY_MIN_S = 1.0
+REATTACH_RETRY_MAX_S = 60.0
 
 
 @dataclass(eq=False, slots=True)
@@ -80,13 +84,26 @@ class AttemptRunner:
         """Re-attach to an attempt an earlier daemon started; None if it never started
         (it then never will: the executor has made sure)."""
         executor = self._executors[attempt.host]
-        attempt.handle = await executor.reattach(attempt.launch)
+        attempt.handle = await self._reattach(executor, attempt)
         if attempt.handle is None:
             return None
         timeout_s = attempt.timeout_s
         if timeout_s is not None:
             timeout_s = max(0.0, timeout_s - (time.time() - attempt.started_at))
         return await self._follow(attempt, executor, timeout_s)
+
+    async def _reattach(self, executor: Executor, attempt: Attempt) -> Handle | None:
+        """The executor's reattach, retried while its host cannot be reached: the job may
+        well be running there, so giving up would lose it (or run it twice)."""
+        delay_s = REATTACH_RETRY_MIN_S
+        while True:
+            try:
+                return await executor.reattach(attempt.launch)
+            except (ExecutorError, OSError, TimeoutError) as exc:
+                log.warning("reattach_retry", job=attempt.launch.job, error=str(exc),
+                            retry_in_s=delay_s)  # fmt: skip
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, REATTACH_RETRY_MAX_S)
 
     async def close(self) -> None:
         if self._progress_task is not None:
