@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -327,10 +327,6 @@ class Store:
                     for t in batch.transitions
                 ),
             )  # fmt: skip
-            await conn.executemany(
-                "INSERT INTO events (workflow_id, job, at, old, new, reason) VALUES (?,?,?,?,?,?)",
-                ((t.workflow_id, t.job, t.at, t.old, t.new, t.reason) for t in batch.transitions),
-            )
         if batch.attempts:
             await conn.executemany(
                 "INSERT OR REPLACE INTO attempts VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -344,10 +340,6 @@ class Store:
             await conn.executemany(
                 "UPDATE jobs SET reason=? WHERE workflow_id=? AND name=?",
                 ((n.reason, n.workflow_id, n.job) for n in batch.notes),
-            )
-            await conn.executemany(
-                "INSERT INTO events (workflow_id, job, at, old, new, reason) VALUES (?,?,?,?,?,?)",
-                ((n.workflow_id, n.job, n.at, n.state, n.state, n.reason) for n in batch.notes),
             )
         if batch.progress:
             await conn.executemany(
@@ -364,10 +356,11 @@ class Store:
                 "UPDATE workflows SET state=?, updated_at=? WHERE id=?",
                 ((w.new, w.at, w.workflow_id) for w in batch.workflows),
             )
-            await conn.executemany(
-                "INSERT INTO events (workflow_id, at, old, new, reason) VALUES (?,?,?,?,?)",
-                ((w.workflow_id, w.at, w.old, w.new, w.reason) for w in batch.workflows),
-            )
+        # Every change above is also one row of history, all inserted at once.
+        await conn.executemany(
+            "INSERT INTO events (workflow_id, job, at, old, new, reason) VALUES (?,?,?,?,?,?)",
+            _event_rows(batch),
+        )
 
     async def delete_workflow(self, workflow_id: str) -> None:
         async def body() -> None:
@@ -426,6 +419,16 @@ class Store:
             sql, params = sql + " AND workflow_id=?", [*params, workflow_id]
         async with self._conn.execute(sql + " ORDER BY id LIMIT ?", [*params, limit]) as cur:
             return [EventRecord(*row) for row in await cur.fetchall()]
+
+
+def _event_rows(batch: Batch) -> Iterator[tuple[Any, ...]]:
+    """The events table's rows for a batch, in the order the changes were made per kind."""
+    for t in batch.transitions:
+        yield (t.workflow_id, t.job, t.at, t.old, t.new, t.reason)
+    for n in batch.notes:
+        yield (n.workflow_id, n.job, n.at, n.state, n.state, n.reason)
+    for w in batch.workflows:
+        yield (w.workflow_id, None, w.at, w.old, w.new, w.reason)
 
 
 def _workflow(row: Sequence[Any]) -> WorkflowRecord:

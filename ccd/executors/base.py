@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from ccd.hosts import Resources
 from ccd.models import ExitStatus
 
 WRAPPER_NAME = "wrapper.sh"
@@ -29,7 +30,9 @@ class Launch:
     ``argv`` is the job's command as run inside ``run_dir`` by the wrapper, e.g.
     ``("sh", "script.sh", "--epochs", "3")``; ``script`` is the submit-time snapshot of the
     job's script, to be placed in the run directory under ``script.name`` (for an inline
-    `run:` command, ``inline`` holds the text and ``script`` only names the file)."""
+    `run:` command, ``inline`` holds the text and ``script`` only names the file). Remote
+    backends copy ``inputs`` (absolute local paths) into the run directory before the job
+    starts and, after it succeeds, fetch what ``outputs`` match back to the local ``run_dir``."""
 
     workflow_id: str
     job: str
@@ -39,6 +42,9 @@ class Launch:
     argv: tuple[str, ...]
     env: Mapping[str, str]
     inline: str | None = None  # an inline command: write this text to script.name instead
+    inputs: tuple[Path, ...] = ()  # local files copied into a remote run dir before start
+    outputs: tuple[str, ...] = ()  # globs (relative to the run dir) fetched back after success
+    resources: Resources | None = None  # batch requests (Slurm hosts), from the JobSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +57,7 @@ class Handle:
     run_dir: Path
     pid: int | None
     host: str
+    job_id: str | None = None  # the batch system's id (Slurm), where there is one
 
 
 @dataclass(frozen=True, slots=True)
