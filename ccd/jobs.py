@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,14 @@ def job_record(wf_id: str, job: JobSpec, snapshot: Snapshot | None) -> JobRecord
         "on_retry": dict(job.on_retry),
     }
     return JobRecord(wf_id, job.name, JobState.WAITING, job.host, spec)
+
+
+def with_snapshot(job: JobSpec, snapshot: Snapshot | None) -> JobSpec:
+    """The job as it will run: reading its submit-time copies, not the user's files."""
+    if snapshot is None:
+        return job
+    inputs = tuple(str(p) for p in snapshot.inputs)
+    return replace(job, script=snapshot.script, inputs=inputs)
 
 
 def job_spec(rec: JobRecord) -> JobSpec:

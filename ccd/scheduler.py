@@ -23,7 +23,14 @@ from ccd.attempts import Attempt, AttemptRunner
 from ccd.commit import Committer
 from ccd.errors import CcdError, NotFound
 from ccd.executors.base import Executor, Handle
-from ccd.jobs import job_record, job_spec, launch_for, snapshot_files, spec_of_records
+from ccd.jobs import (
+    job_record,
+    job_spec,
+    launch_for,
+    snapshot_files,
+    spec_of_records,
+    with_snapshot,
+)
 from ccd.models import (
     IN_FLIGHT,
     RETRYABLE,
@@ -38,11 +45,10 @@ from ccd.models import (
 )
 from ccd.progress import LogTail
 from ccd.runstate import JobEvent, JobRun, Limits, WorkflowRun
-from ccd.spec import WorkflowSpec
+from ccd.spec import JobSpec, WorkflowSpec
 from ccd.store import (
     AttemptRecord,
     JobNote,
-    JobRecord,
     ProgressUpdate,
     Store,
     Transition,
@@ -128,7 +134,10 @@ class Scheduler:
             records,
             spec.edges(),
         )  # fmt: skip
-        run = self._load(wf_id, spec, fail_fast, records)
+        # The specs as parsed (with snapshot paths), not rebuilt from the rows just stored.
+        jobs = [(with_snapshot(job, snapshots.get(job.name)), JobState.WAITING, 0)
+                for job in spec.jobs.values()]  # fmt: skip
+        run = self._load(wf_id, spec, fail_fast, jobs)
         log.info("workflow_submitted", workflow=wf_id, name=spec.name, jobs=len(run.jobs))
         self._make_ready(run.jobs.values())
         self._kick()
@@ -238,12 +247,17 @@ class Scheduler:
     # -- loading --------------------------------------------------------------------------
 
     def _load(
-        self, wf_id: str, spec: WorkflowSpec, fail_fast: bool, records: Iterable[JobRecord]
+        self,
+        wf_id: str,
+        spec: WorkflowSpec,
+        fail_fast: bool,
+        jobs: Iterable[tuple[JobSpec, JobState, int]],
     ) -> WorkflowRun:
+        """Build the in-memory graph from (spec, state, attempts made) of every job."""
         run = WorkflowRun(wf_id, spec, fail_fast)
-        for rec in records:
-            run.jobs[rec.name] = JobRun(run, job_spec(rec), rec.state, attempts=rec.attempts)
-            run.unfinished += rec.state not in TERMINAL
+        for job_spec_, state, attempts in jobs:
+            run.jobs[job_spec_.name] = JobRun(run, job_spec_, state, attempts=attempts)
+            run.unfinished += state not in TERMINAL
         for job in run.jobs.values():
             for parent_name in job.spec.needs:
                 parent = run.jobs[parent_name]
@@ -258,7 +272,8 @@ class Scheduler:
 
     async def _load_stored(self, wf: WorkflowRecord) -> WorkflowRun:
         records = await self._store.list_jobs(wf.id)
-        return self._load(wf.id, spec_of_records(wf, records), wf.fail_fast, records)
+        jobs = [(job_spec(rec), rec.state, rec.attempts) for rec in records]
+        return self._load(wf.id, spec_of_records(wf, records), wf.fail_fast, jobs)
 
     async def stored_spec(self, workflow_id: str) -> WorkflowSpec:
         """The spec of a workflow as stored (for one not loaded in memory)."""
