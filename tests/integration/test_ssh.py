@@ -36,6 +36,7 @@ from ccd.executors.ssh_remote import (
 )
 from ccd.scheduler import Limits
 from ccd.spec import HostSpec, JobSpec, WorkflowSpec
+from cli import render
 from tests.conftest import FAST
 from tests.integration.conftest import Sshd
 from tests.integration.daemon_fixture import DaemonProcess, wait_for
@@ -415,6 +416,9 @@ async def test_unreachable_host_gives_a_clear_state_not_a_crash(
     jobs = await job_states(engine, wf_id)
     assert jobs["a"]["state"] in ("ready", "running")  # waiting for the host, not failed
     assert jobs[""]["state"] == "running"
+    status = (await engine.status(wf_id)).to_json()  # what `ccctl status` shows
+    assert status["hosts"]["lab"] == {"state": "unreachable", "reason": health.reason}
+    assert f"host lab: unreachable ({health.reason})" in render.summary(status)
 
 
 async def test_reattach_finds_running_jobs_and_claims_unstarted_ones(
