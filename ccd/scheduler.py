@@ -31,6 +31,7 @@ from ccd.jobs import (
     spec_of_records,
     with_snapshot,
 )
+from ccd.memory import gc_paused
 from ccd.models import (
     IN_FLIGHT,
     RETRYABLE,
@@ -124,7 +125,8 @@ class Scheduler:
         while wf_id in self.workflows:
             wf_id = new_workflow_id()
         snapshots = await asyncio.to_thread(snapshot_files, self._runs_root / wf_id, spec)
-        records = [job_record(wf_id, job, snapshots.get(job.name)) for job in spec.jobs.values()]
+        with gc_paused():
+            records = [job_record(wf_id, j, snapshots.get(j.name)) for j in spec.jobs.values()]
         at = time.time()
         await self._store.put_workflow(
             WorkflowRecord(
@@ -135,9 +137,10 @@ class Scheduler:
             spec.edges(),
         )  # fmt: skip
         # The specs as parsed (with snapshot paths), not rebuilt from the rows just stored.
-        jobs = [(with_snapshot(job, snapshots.get(job.name)), JobState.WAITING, 0)
-                for job in spec.jobs.values()]  # fmt: skip
-        run = self._load(wf_id, spec, fail_fast, jobs)
+        with gc_paused():
+            jobs = [(with_snapshot(job, snapshots.get(job.name)), JobState.WAITING, 0)
+                    for job in spec.jobs.values()]  # fmt: skip
+            run = self._load(wf_id, spec, fail_fast, jobs)
         log.info("workflow_submitted", workflow=wf_id, name=spec.name, jobs=len(run.jobs))
         self._make_ready(run.jobs.values())
         self._kick()
