@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from ccd.errors import ExecutorError
-from ccd.executors.base import WRAPPER_NAME, Handle, Launch, StatusRecord
+from ccd.executors.base import WRAPPER_NAME, Handle, Launch, StatusRecord, wrapper_exit
 from ccd.hosts import Resources, SlurmOptions, format_walltime
 from ccd.models import ExitStatus
 
@@ -45,8 +45,6 @@ REASON_BY_STATE = {
     "CANCELLED": "cancelled",
     "REVOKED": "cancelled",
 }
-# Exit codes above 128 up to this are read as "killed by signal code-128" (the sh convention).
-_MAX_SIGNAL = 64
 
 _T = TypeVar("_T")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -255,10 +253,7 @@ def classify(row: JobRow | None, record: StatusRecord) -> ExitStatus:
     reason = REASON_BY_STATE.get(row.state) if row is not None else None
     code = record.exit_code
     if code is not None:
-        if code == 0:
-            return ExitStatus(0)
-        signum = code - 128 if 128 < code <= 128 + _MAX_SIGNAL else None
-        return ExitStatus(code, signum, reason)
+        return ExitStatus(0) if code == 0 else wrapper_exit(code, reason)
     if row is None:
         return ExitStatus(None, reason="lost")
     if row.signal:

@@ -19,6 +19,8 @@ from ccd.hosts import Resources
 from ccd.models import ExitStatus
 
 WRAPPER_NAME = "wrapper.sh"
+# Exit codes above 128 up to this are read as "killed by signal code-128" (the sh convention).
+_MAX_SIGNAL = 64
 STATUS_NAME = "status"
 LOG_NAME = "log"
 
@@ -125,6 +127,14 @@ def _epoch(stamps: dict[str, str], boot_time: float | None) -> float | None:
     if uptime is not None and boot_time is not None:
         return boot_time + uptime
     return _float(stamps.get("time"))
+
+
+def wrapper_exit(code: int, reason: str | None = None) -> ExitStatus:
+    """The status of an attempt whose wrapper recorded exit ``code``. 128+N (N <= 64) is
+    reported as ``ExitStatus(code=128+N, signal=N)``: sh cannot tell a job killed by signal N
+    from one that chose to exit 128+N, so both are kept."""
+    signum = code - 128 if 128 < code <= 128 + _MAX_SIGNAL else None
+    return ExitStatus(code, signum, reason)
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ from ccd.executors.base import (
     StateListener,
     StatusRecord,
     parse_status,
+    wrapper_exit,
 )
 from ccd.models import ExitStatus
 from ccd.specbase import HostSpec
@@ -49,8 +50,6 @@ STARTING_GRACE_S = 1.0
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 # Float rounding in epoch seconds, far below the 1/100 s steps of the clocks compared.
 _CLOCK_SLACK_S = 0.001
-# Exit codes above 128 up to this are read as "killed by signal code-128" (the sh convention).
-_MAX_SIGNAL = 64
 
 # The wrapper redirects its own output once it has claimed the attempt; until then nothing
 # it prints may reach the daemon's terminal or journal.
@@ -147,15 +146,11 @@ def exit_status(record: StatusRecord, wait_status: int | None) -> ExitStatus:
     """How an attempt ended, from its status record and, if we reaped the wrapper, its
     ``waitpid`` status.
 
-    An exit code of 128+N (N <= 64) is reported as ``ExitStatus(code=128+N, signal=N)``: sh
-    cannot tell a job killed by signal N from one that chose to exit 128+N, so both are kept.
-    Without an exit record the wrapper itself died (e.g. SIGKILL to the whole group) or never
-    ran the job: ``code=None, reason="lost"``, with the signal that killed the wrapper if we
-    reaped it."""
-    code = record.exit_code
-    if code is not None:
-        signum = code - 128 if 128 < code <= 128 + _MAX_SIGNAL else None
-        return ExitStatus(code=code, signal=signum)
+    An exit record is read by `wrapper_exit`. Without one the wrapper itself died (e.g.
+    SIGKILL to the whole group) or never ran the job: ``code=None, reason="lost"``, with the
+    signal that killed the wrapper if we reaped it."""
+    if record.exit_code is not None:
+        return wrapper_exit(record.exit_code)
     signum = None
     if wait_status is not None and os.WIFSIGNALED(wait_status):
         signum = os.WTERMSIG(wait_status)

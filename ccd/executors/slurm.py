@@ -51,6 +51,7 @@ from ccd.executors.base import (
 )
 from ccd.executors.local import LocalShell, wrapper_text
 from ccd.executors.ssh_remote import check_outputs
+from ccd.executors.ssh_watch import TokenBucket
 from ccd.hosts import Resources, SlurmOptions
 from ccd.models import ExitStatus
 from ccd.slurm_parse import BATCH_NAME, cluster_run_dir, job_tag, render_batch
@@ -90,20 +91,12 @@ class _Budget:
 
     def __init__(self, rate_per_s: float, burst: float, concurrency: int) -> None:
         self._slots = asyncio.Semaphore(concurrency)
-        self._rate, self._burst, self._tokens, self._stamp = rate_per_s, burst, burst, 0.0
+        self._bucket = TokenBucket(rate_per_s, burst)
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         async with self._slots:
-            loop = asyncio.get_running_loop()
-            while True:
-                now = loop.time()
-                self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
-                self._stamp = now
-                if self._tokens >= 1:
-                    break
-                await asyncio.sleep((1 - self._tokens) / self._rate)
-            self._tokens -= 1
+            await self._bucket.take()
             yield
 
 

@@ -94,11 +94,12 @@ class Batcher(Generic[T, R]):
 
 
 class TokenBucket:
-    """At most ``rate_per_s`` takes per second on average, bursts of up to one second's."""
+    """At most ``rate_per_s`` takes per second on average, in bursts of up to ``burst``
+    (default: one second's worth)."""
 
-    def __init__(self, rate_per_s: float) -> None:
+    def __init__(self, rate_per_s: float, burst: float | None = None) -> None:
         self._rate = rate_per_s
-        self._capacity = max(1.0, rate_per_s)
+        self._capacity = max(1.0, rate_per_s if burst is None else burst)
         self._tokens = self._capacity
         self._at = time.monotonic()
 
