@@ -3,6 +3,7 @@ run it after a restart), submit-time script snapshots, and the attempt's command
 
 from __future__ import annotations
 
+import functools
 import shutil
 import sys
 from collections.abc import Iterable
@@ -150,6 +151,7 @@ def argv(spec: JobSpec, script_name: str) -> tuple[str, ...]:
     return (shell, path, *spec.args)
 
 
+@functools.lru_cache(maxsize=4096)  # scripts run from submit-time snapshots, which never change
 def _wants_bash(script: Path | None) -> bool:
     """A ``.sh`` script whose ``#!`` line names bash gets bash; any other gets POSIX sh."""
     if script is None:
