@@ -10,7 +10,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from ccd.executors.base import WRAPPER_NAME, Executor
+from ccd.executors.base import WRAPPER_NAME, Executor, direct_argv
 from ccd.hosts import SlurmOptions
 from ccd.jobs import launch_for
 from ccd.slurm_parse import effective_resources, render_batch
@@ -23,7 +23,7 @@ PLACEHOLDER_ID = "DRYRUN"
 class JobPlan:
     job: str
     host: str
-    command: str  # the wrapper's command line in the run dir
+    command: str  # the command line in the run dir (with the wrapper, on remote hosts)
     batch_script: str | None = None  # Slurm jobs only
     sbatch: str | None = None
     problems: tuple[str, ...] = ()  # requests the cluster could never satisfy
@@ -38,9 +38,12 @@ async def plan(
     limits_cache: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...]]] = {}
     for job in spec.jobs.values():
         launch = launch_for(job, PLACEHOLDER_ID, 1, runs_root)
-        command = shlex.join(["sh", WRAPPER_NAME, *launch.argv])
         host = spec.hosts.get(job.host)
-        if host is None or not isinstance(host.options, SlurmOptions):
+        if host is None or host.type == "local":  # started by the shepherd, no wrapper
+            plans.append(JobPlan(job.name, job.host, shlex.join(direct_argv(launch.argv))))
+            continue
+        command = shlex.join(["sh", WRAPPER_NAME, *launch.argv])
+        if not isinstance(host.options, SlurmOptions):
             plans.append(JobPlan(job.name, job.host, command))
             continue
         script, argv = render_batch(launch, host.options)

@@ -2,16 +2,18 @@
 
 The scheduler knows nothing about processes, SSH or Slurm: it hands an executor a `Launch`
 (what to run, where its run directory is) and gets back a `Handle`, then awaits the attempt's
-`ExitStatus`. Every backend runs the same POSIX `sh` wrapper (`wrapper.sh`) next to the job,
-which records start and exit in the attempt's `status` file; that file is what makes reattach
-after a daemon restart exact.
+`ExitStatus`. Every attempt has a `status` file recording its start and exit, which is what
+makes reattach after a daemon restart exact: remote backends run the same POSIX `sh` wrapper
+(`wrapper.sh`) next to the job to write it; local jobs get it from their shepherd.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,6 +25,20 @@ WRAPPER_NAME = "wrapper.sh"
 _MAX_SIGNAL = 64
 STATUS_NAME = "status"
 LOG_NAME = "log"
+
+
+@functools.cache
+def wrapper_text() -> bytes:
+    """The wrapper script shipped with the package, read once per process."""
+    return resources.files("ccd.executors").joinpath(WRAPPER_NAME).read_bytes()
+
+
+def direct_argv(argv: Sequence[str]) -> tuple[str, ...]:
+    """A job's command line run without the wrapper: an inline script (``.``, which the
+    wrapper sources) is run by sh."""
+    if argv and argv[0] == ".":
+        return ("sh", *argv[1:])
+    return tuple(argv)
 
 
 @dataclass(frozen=True, slots=True)

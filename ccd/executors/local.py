@@ -1,13 +1,11 @@
-"""Run attempts as local processes that outlive the daemon, watched through pidfds.
+"""Run attempts as local processes that outlive the daemon.
 
-Each attempt is ``sh wrapper.sh ARGV...`` started with ``posix_spawn`` in a new session, so
-its process group holds the job and everything it starts, and neither a daemon restart nor
-the daemon's terminal touches it. Exits are learnt from a pidfd registered with the event
-loop: no thread per child (Python 3.11's default child watcher costs one), and the same
-mechanism watches processes adopted after a restart, which are not our children.
-
-Exit codes come from the ``status`` file the wrapper writes, never from ``waitpid`` alone,
-so an attempt reads the same whether this daemon started it or an earlier one did.
+Jobs are started by the local shepherd (``shepherd.py``), a small process of their own that is
+their parent, so a daemon restart neither kills them nor loses how they ended: the shepherd
+claims each attempt, writes its ``status`` file as the wrapper does on remote hosts, and tells
+every connected daemon of each end. A daemon restarted while jobs run connects to the same
+shepherd and is told of their ends; jobs whose shepherd died (orphans, whose exit codes nobody
+can collect any more) are watched through pidfds and end ``lost``.
 """
 
 from __future__ import annotations
@@ -16,19 +14,16 @@ import asyncio
 import contextlib
 import functools
 import os
-import shutil
-import signal
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from ccd.errors import ExecutorError
 from ccd.executors.base import (
     LOG_NAME,
     STATUS_NAME,
-    WRAPPER_NAME,
     CommandResult,
     Handle,
     HealthListener,
@@ -36,49 +31,22 @@ from ccd.executors.base import (
     Launch,
     StateListener,
     StatusRecord,
+    direct_argv,
     parse_status,
     wrapper_exit,
 )
+from ccd.executors.shepherd_link import ShepherdLink
 from ccd.models import ExitStatus
 from ccd.specbase import HostSpec
 
 READ_LOG_MAX_BYTES = 1 << 20
-SHELL = "/bin/sh"
-# A status file exists but is still empty only between the wrapper's exclusive create and its
-# write of the start record, microseconds apart; wait this long before calling it lost.
+# A status file exists but is still empty only between the exclusive create that claims an
+# attempt and the write of its start record, microseconds apart; wait this long before
+# calling it lost.
 STARTING_GRACE_S = 1.0
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 # Float rounding in epoch seconds, far below the 1/100 s steps of the clocks compared.
 _CLOCK_SLACK_S = 0.001
-
-# The wrapper redirects its own output once it has claimed the attempt; until then nothing
-# it prints may reach the daemon's terminal or journal.
-_DEVNULL_STDIO = [
-    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-    (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
-    (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
-]
-
-# Reset in the wrapper to their defaults. Python ignores SIGPIPE and SIGXFSZ, and a daemon
-# started in the background or under nohup inherits SIGINT or SIGHUP ignored; an ignored
-# signal stays ignored across exec and sh may not even trap it, so jobs would not die of
-# a broken pipe and the wrapper could not record a cancellation.
-_DEFAULT_SIGNALS = (
-    signal.SIGHUP,
-    signal.SIGINT,
-    signal.SIGQUIT,
-    signal.SIGPIPE,
-    signal.SIGTERM,
-    signal.SIGXFSZ,
-)
-
-_Key = tuple[str, str, int]
-
-
-@functools.cache
-def wrapper_text() -> bytes:
-    """The wrapper script shipped with the package, read once per process."""
-    return resources.files("ccd.executors").joinpath(WRAPPER_NAME).read_bytes()
 
 
 @functools.cache
@@ -142,42 +110,35 @@ def same_process(pid: int, record: StatusRecord) -> bool:
     return boot_time + ticks / _CLK_TCK <= record.started_at + _CLOCK_SLACK_S
 
 
-def exit_status(record: StatusRecord, wait_status: int | None) -> ExitStatus:
-    """How an attempt ended, from its status record and, if we reaped the wrapper, its
-    ``waitpid`` status.
-
-    An exit record is read by `wrapper_exit`. Without one the wrapper itself died (e.g.
-    SIGKILL to the whole group) or never ran the job: ``code=None, reason="lost"``, with the
-    signal that killed the wrapper if we reaped it."""
+def exit_status(record: StatusRecord) -> ExitStatus:
+    """How an attempt ended, from its status record: its exit code, or, without an exit
+    record (the process that should have written it died), ``code=None, reason="lost"``."""
     if record.exit_code is not None:
         return wrapper_exit(record.exit_code)
-    signum = None
-    if wait_status is not None and os.WIFSIGNALED(wait_status):
-        signum = os.WTERMSIG(wait_status)
-    return ExitStatus(code=None, signal=signum, reason="lost")
+    return ExitStatus(code=None, reason="lost")
 
 
 @dataclass(slots=True)
 class _Watch:
-    """One attempt being watched: ``done`` resolves to the wrapper's ``waitpid`` status (None
-    if it was not our child or had ended before we looked)."""
+    """One attempt being watched. ``done`` resolves to its exit code as the shepherd told it,
+    or to None: then its status file tells (an exit record, or none: lost)."""
 
-    pid: int | None
+    run_dir: Path
     done: asyncio.Future[int | None]
-    pidfd: int | None = None
-    child: bool = False  # ours to reap; its pid cannot be reused until we do
+    pid: int | None = None
+    link: ShepherdLink | None = None  # the shepherd that is the job's parent, while it runs
+    starting: bool = False  # its spawn request is not answered yet
+    pidfd: int | None = None  # an orphan's, watched directly
 
 
 class LocalExecutor:
-    """The ``local`` backend: jobs on this machine, one session per attempt."""
+    """The ``local`` backend: jobs on this machine, each in a session of its own."""
 
     def __init__(self, host: str = "local") -> None:
         self.host = host
-        self._watches: dict[_Key, _Watch] = {}
-        # The last wrapper.sh written, from which later run directories get a hard link: one
-        # link() instead of creating and writing a file (an inode allocation, which costs
-        # up to a millisecond on a busy ext4).
-        self._wrapper_source: Path | None = None
+        self._watches: dict[str, _Watch] = {}
+        self._links: dict[Path, ShepherdLink] = {}
+        self._link_lock = asyncio.Lock()
 
     @classmethod
     def create(cls, host: HostSpec, executors: Mapping[str, object]) -> LocalExecutor:
@@ -190,37 +151,59 @@ class LocalExecutor:
         """Nothing to report: a local job runs the moment it starts."""
 
     async def start(self, launch: Launch) -> Handle:
-        try:
-            pid = self._spawn(launch)
-        except OSError as err:
-            raise ExecutorError(f"cannot start {_name(launch)}: {err}") from err
-        watch = _Watch(pid=pid, done=asyncio.get_running_loop().create_future(), child=True)
-        try:
-            self._watch_pid(watch)
-        except OSError as err:
-            # Unwatched, it could never be waited for: undo the start rather than report a
-            # job that the caller would then run a second time.
-            _kill_and_reap(pid)
-            raise ExecutorError(f"cannot watch {_name(launch)}: {err}") from err
-        self._watches[_key(launch)] = watch
-        return self._handle(launch, pid)
+        run_dir = launch.run_dir.absolute()
+        key = _key(launch)
+        request = _spawn_request(key, launch, run_dir)
+        for _ in range(2):  # once more if the shepherd was exiting as we asked
+            link = await self._link(_runs_root(run_dir), start=True)
+            assert link is not None
+            watch = _Watch(run_dir, _future(), link=link, starting=True)
+            # Registered before asking: the end of a short job is told right after the answer.
+            self._watches[key] = watch
+            try:
+                answer = await link.request(request)
+            except ConnectionError:
+                del self._watches[key]
+                if not (run_dir / STATUS_NAME).exists():
+                    continue  # never claimed: nothing ran
+                watch = await self._adopt(key, run_dir, _read_record(run_dir))
+                return self._handle(launch, watch.pid)
+            watch.starting = False
+            return self._started(launch, watch, answer)
+        raise ExecutorError(f"cannot start {key}: the local shepherd keeps going away")
+
+    def _started(self, launch: Launch, watch: _Watch, answer: dict[str, Any]) -> Handle:
+        if answer["op"] == "error":
+            del self._watches[_key(launch)]
+            raise ExecutorError(f"cannot start {_key(launch)}: {answer['message']}")
+        if answer["op"] == "claimed":  # never runs: waiting reads the claim, and calls it lost
+            watch.link = None
+            _resolve(watch, None)
+        else:
+            watch.pid = answer["pid"]
+        return self._handle(launch, watch.pid)
 
     async def wait(self, handle: Handle) -> ExitStatus:
         key = _key(handle)
         watch = self._watches.get(key)
         if watch is None:
-            watch = self._adopt(_read_record(handle.run_dir))
-            self._watches[key] = watch
+            run_dir = handle.run_dir.absolute()
+            watch = await self._adopt(key, run_dir, _read_record(run_dir))
         # Shielded: a cancelled waiter must not cancel the watch other waiters share.
-        wait_status = await asyncio.shield(watch.done)
+        code = await asyncio.shield(watch.done)
         # Once ended, the status file alone answers any later wait or signal.
         if self._watches.get(key) is watch:
             del self._watches[key]
-        return exit_status(_read_record(handle.run_dir), wait_status)
+        if code is not None:
+            return wrapper_exit(code)
+        return exit_status(_read_record(handle.run_dir))
 
     async def signal(self, handle: Handle, signum: int) -> None:
-        pid = self._signallable_pid(handle)
-        if pid is not None:
+        # Sent from here, not by the shepherd, so that it also reaches orphans; the start
+        # record's ticks tell the job from a later process that reuses its pid.
+        record = _read_record(handle.run_dir)
+        pid = record.pid
+        if record.exit_code is None and pid is not None and same_process(pid, record):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signum)
 
@@ -228,50 +211,94 @@ class LocalExecutor:
         return _read_bytes(handle.run_dir / LOG_NAME, offset, READ_LOG_MAX_BYTES)
 
     async def reattach(self, launch: Launch) -> Handle | None:
-        status_path = launch.run_dir / STATUS_NAME
+        run_dir = launch.run_dir.absolute()
+        status_path = run_dir / STATUS_NAME
         text = _read_text(status_path)
         if text is None:
-            if _claim(launch.run_dir, status_path):
+            if _claim(run_dir, status_path):
                 return None
             text = _read_text(status_path) or ""
         text = await _await_start_record(status_path, text)
         record = parse_status(text, local_boot_time())
         if record.claimed and record.pid is None:
             return None
-        self._watches[_key(launch)] = self._adopt(record)
-        return self._handle(launch, record.pid)
+        watch = await self._adopt(_key(launch), run_dir, record)
+        return self._handle(launch, watch.pid)
 
     async def close(self) -> None:
+        for link in self._links.values():
+            await link.close()
+        self._links.clear()
         for watch in self._watches.values():
-            self._unwatch_pid(watch)
+            _unwatch_pidfd(watch)
             # Nobody will resolve these any more; waiters must not hang on a closed executor.
             watch.done.cancel()
         self._watches.clear()
 
-    def _spawn(self, launch: Launch) -> int:
-        """Prepare the run directory and start the wrapper in a new session; its pid.
+    async def _link(self, runs_root: Path, *, start: bool) -> ShepherdLink | None:
+        """The connection to the shepherd of ``runs_root``; None if none runs and not
+        ``start``."""
+        link = self._links.get(runs_root)
+        if link is not None and link.alive:
+            return link
+        async with self._link_lock:  # one connection (and one shepherd started) at a time
+            link = self._links.get(runs_root)
+            if link is None or not link.alive:
+                link = await ShepherdLink.open(
+                    runs_root, start=start, on_exit=self._on_exit, on_lost=self._on_lost
+                )
+                if link is not None:
+                    self._links[runs_root] = link
+            return link
 
-        Blocking file system calls from a coroutine, on purpose: on a local disk each takes
-        microseconds, less than a hop to a worker thread would."""
-        run_dir = launch.run_dir.absolute()
-        _make_dir(run_dir)
-        wrapper = run_dir / WRAPPER_NAME
-        self._wrapper_source = _place_wrapper(wrapper, self._wrapper_source)
-        if launch.inline is not None:
-            _write_new_file(run_dir / launch.script.name, launch.inline.encode(), 0o644)
-        else:
-            _place_script(launch.script, run_dir / launch.script.name)
-        for source in launch.inputs:
-            _place_script(source, run_dir / source.name)
-        return os.posix_spawn(
-            SHELL,
-            [b"sh", bytes(wrapper), *map(os.fsencode, launch.argv)],
-            _job_env(launch, run_dir),
-            file_actions=_DEVNULL_STDIO,
-            setsid=True,
-            setsigdef=_DEFAULT_SIGNALS,
-            setsigmask=(),
-        )
+    async def _adopt(self, key: str, run_dir: Path, record: StatusRecord) -> _Watch:
+        """Watch an attempt this executor did not start: through its shepherd if that still
+        runs it, as an orphan if it runs without one, or not at all if it has ended."""
+        watch = _Watch(run_dir, _future(), pid=record.pid)
+        self._watches[key] = watch
+        if record.exit_code is not None or record.pid is None:
+            _resolve(watch, None)
+            return watch
+        link = await self._link(_runs_root(run_dir), start=False)
+        if link is not None:
+            watch.link = link  # before asking: it may end right after the answer
+            with contextlib.suppress(ConnectionError):
+                if (await link.request({"op": "watch", "key": key}))["op"] == "watching":
+                    return watch
+            watch.link = None
+        # Unknown to the shepherd: it ended since we read its record, or its shepherd died.
+        self._follow_orphan(watch)
+        return watch
+
+    def _follow_orphan(self, watch: _Watch) -> None:
+        """Watch a job no shepherd will report on, by its pidfd, from its status record."""
+        if watch.done.done() or watch.pidfd is not None:
+            return
+        record = _read_record(watch.run_dir)
+        if record.exit_code is None and record.pid is not None:
+            pidfd = _open_verified_pidfd(record.pid, record)
+            if pidfd is not None:
+                watch.pidfd = pidfd
+                watch.done.get_loop().add_reader(pidfd, self._on_orphan_exit, watch)
+                return
+        _resolve(watch, None)
+
+    def _on_orphan_exit(self, watch: _Watch) -> None:
+        _unwatch_pidfd(watch)
+        _resolve(watch, None)
+
+    def _on_exit(self, key: str, code: int) -> None:
+        watch = self._watches.get(key)
+        if watch is not None and watch.link is not None:
+            watch.link = None
+            _resolve(watch, code)
+
+    def _on_lost(self, link: ShepherdLink) -> None:
+        """The shepherd went away: its running jobs have no parent to record their ends."""
+        for watch in self._watches.values():
+            if watch.link is link and not watch.starting:
+                watch.link = None
+                self._follow_orphan(watch)
 
     def _handle(self, launch: Launch, pid: int | None) -> Handle:
         return Handle(
@@ -283,135 +310,51 @@ class LocalExecutor:
             host=self.host,
         )
 
-    def _adopt(self, record: StatusRecord) -> _Watch:
-        """Watch an attempt this executor did not start, if its wrapper is still running;
-        otherwise a watch that is already done (wait then reads the final status)."""
-        done = asyncio.get_running_loop().create_future()
-        watch = _Watch(pid=record.pid, done=done)
-        if record.exit_code is None and record.pid is not None:
-            pidfd = _open_verified_pidfd(record.pid, record)
-            if pidfd is not None:
-                watch.pidfd = pidfd
-                self._watch_pid(watch)
-                return watch
-        done.set_result(None)
-        return watch
 
-    def _watch_pid(self, watch: _Watch) -> None:
-        assert watch.pid is not None
-        if watch.pidfd is None:
-            watch.pidfd = os.pidfd_open(watch.pid)
-        loop = watch.done.get_loop()
-        loop.add_reader(watch.pidfd, self._on_exit, watch)
-
-    def _on_exit(self, watch: _Watch) -> None:
-        self._unwatch_pid(watch)
-        wait_status = None
-        if watch.child and watch.pid is not None:
-            # Already a zombie, so this does not block.
-            with contextlib.suppress(ChildProcessError):
-                wait_status = os.waitpid(watch.pid, 0)[1]
-        if not watch.done.done():
-            watch.done.set_result(wait_status)
-
-    def _unwatch_pid(self, watch: _Watch) -> None:
-        if watch.pidfd is not None:
-            watch.done.get_loop().remove_reader(watch.pidfd)
-            os.close(watch.pidfd)
-            watch.pidfd = None
-
-    def _signallable_pid(self, handle: Handle) -> int | None:
-        """The wrapper's pid if it still runs, checked against pid reuse."""
-        watch = self._watches.get(_key(handle))
-        if watch is not None and watch.child and not watch.done.done():
-            return watch.pid  # an unreaped child's pid cannot have been reused
-        record = _read_record(handle.run_dir)
-        if record.exit_code is not None or record.pid is None:
-            return None
-        return record.pid if same_process(record.pid, record) else None
+def _key(attempt: Launch | Handle) -> str:
+    return f"{attempt.workflow_id}/{attempt.job}/{attempt.attempt}"
 
 
-def _key(attempt: Launch | Handle) -> _Key:
-    return (attempt.workflow_id, attempt.job, attempt.attempt)
+def _runs_root(run_dir: Path) -> Path:
+    """``<state>/runs`` of ``<state>/runs/<workflow>/<job>/<attempt>``: one shepherd each."""
+    return run_dir.parents[2]
 
 
-def _name(launch: Launch) -> str:
-    return f"{launch.workflow_id}/{launch.job}/{launch.attempt}"
+def _future() -> asyncio.Future[int | None]:
+    return asyncio.get_running_loop().create_future()
 
 
-def _kill_and_reap(pid: int) -> None:
-    # Blocks only as long as a SIGKILLed process takes to die.
-    os.killpg(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
+def _resolve(watch: _Watch, code: int | None) -> None:
+    if not watch.done.done():
+        watch.done.set_result(code)
 
 
-def _make_dir(path: Path) -> None:
-    """The attempt's directory and its parent, the job's: two mkdir calls in the usual case
-    (a first attempt), where makedirs would stat and retry its way up with four."""
-    try:
-        path.parent.mkdir()
-    except FileExistsError:
-        pass
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileExistsError):
-        path.mkdir()
+def _unwatch_pidfd(watch: _Watch) -> None:
+    if watch.pidfd is not None:
+        watch.done.get_loop().remove_reader(watch.pidfd)
+        os.close(watch.pidfd)
+        watch.pidfd = None
 
 
-def _place_wrapper(dst: Path, source: Path | None) -> Path:
-    """Put the wrapper at ``dst``, as a hard link to ``source`` if possible (gone, another
-    file system or too many links: write it afresh); the source for the next one.
-
-    The copies share one read-only inode, so an existing ``dst`` is replaced, never
-    rewritten in place: a running wrapper may be reading it."""
-    if source is not None:
-        try:
-            os.link(source, dst)
-            return source
-        except FileExistsError:
-            dst.unlink()
-            return _place_wrapper(dst, source)
-        except OSError:
-            pass
-    try:
-        _write_new_file(dst, wrapper_text(), 0o444)
-    except FileExistsError:
-        dst.unlink()
-        _write_new_file(dst, wrapper_text(), 0o444)
-    return dst
-
-
-def _write_new_file(path: Path, data: bytes, mode: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-
-
-def _place_script(src: Path, dst: Path) -> None:
-    """Put the script snapshot in the run directory: a hard link (one syscall) if the file
-    system allows, else a copy."""
-    try:
-        os.link(src, dst)
-    except FileExistsError:
-        if not src.samefile(dst):
-            shutil.copy2(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
-def _job_env(launch: Launch, run_dir: Path) -> dict[bytes, bytes]:
-    # Bytes throughout: copying os.environb skips decoding every variable only for
-    # posix_spawn to encode it again.
-    env = dict(os.environb)
-    for name, value in launch.env.items():
-        env[os.fsencode(name)] = os.fsencode(value)
-    env[b"CCD_WORKFLOW"] = os.fsencode(launch.workflow_id)
-    env[b"CCD_JOB"] = os.fsencode(launch.job)
-    env[b"CCD_ATTEMPT"] = b"%d" % launch.attempt
-    env[b"CCD_RUN_DIR"] = bytes(run_dir)
-    return env
+def _spawn_request(key: str, launch: Launch, run_dir: Path) -> dict[str, Any]:
+    """What the shepherd needs to prepare the run directory and start the job in it."""
+    files = [] if launch.inline is not None else [[str(launch.script), launch.script.name]]
+    files += [[str(source), source.name] for source in launch.inputs]
+    inline = None if launch.inline is None else [launch.script.name, launch.inline]
+    env = dict(launch.env)
+    env["CCD_WORKFLOW"] = launch.workflow_id
+    env["CCD_JOB"] = launch.job
+    env["CCD_ATTEMPT"] = str(launch.attempt)
+    env["CCD_RUN_DIR"] = str(run_dir)
+    return {
+        "op": "spawn",
+        "key": key,
+        "dir": str(run_dir),
+        "argv": list(direct_argv(launch.argv)),
+        "env": env,
+        "files": files,
+        "inline": inline,
+    }
 
 
 def _read_bytes(path: Path, offset: int, limit: int) -> bytes:

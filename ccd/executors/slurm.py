@@ -48,8 +48,9 @@ from ccd.executors.base import (
     StateListener,
     StatusRecord,
     parse_status,
+    wrapper_text,
 )
-from ccd.executors.local import LocalShell, wrapper_text
+from ccd.executors.local import LocalShell
 from ccd.executors.ssh_remote import check_outputs
 from ccd.executors.ssh_watch import TokenBucket
 from ccd.hosts import Resources, SlurmOptions

@@ -41,8 +41,9 @@ from ccd.executors.base import (
     Launch,
     StateListener,
     parse_status,
+    wrapper_text,
 )
-from ccd.executors.local import exit_status, wrapper_text
+from ccd.executors.local import exit_status
 from ccd.executors.ssh_remote import (
     Launched,
     PollItem,
@@ -381,7 +382,7 @@ class SshExecutor:
         rel = rel_run_dir(handle.run_dir)
         watch = self._poller.get(rel) or self._poller.watch(rel, handle.pid)
         # Shielded: a cancelled waiter must not cancel the watch other waiters share.
-        status = exit_status(await asyncio.shield(watch.done), None)
+        status = exit_status(await asyncio.shield(watch.done))
         if watch.log_size is not None:  # measured after the exit record: the final size
             self._final_size[rel] = watch.log_size
             while len(self._final_size) > FINAL_SIZES_KEPT:

@@ -1,11 +1,12 @@
-"""The local executor and its wrapper, with real processes; and the status-file parser."""
+"""The local executor and its shepherd, with real processes; the wrappers claim protocol;
+and the status-file parser."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,14 +18,15 @@ import nbformat
 import pytest
 
 import ccd
-from ccd.executors.base import STATUS_NAME, WRAPPER_NAME, Launch, StatusRecord, parse_status
-from ccd.executors.local import (
-    LocalExecutor,
-    local_boot_time,
-    proc_start_ticks,
-    same_process,
+from ccd.executors.base import (
+    STATUS_NAME,
+    WRAPPER_NAME,
+    Launch,
+    StatusRecord,
+    parse_status,
     wrapper_text,
 )
+from ccd.executors.local import LocalExecutor, local_boot_time, proc_start_ticks, same_process
 from ccd.models import ExitStatus
 
 DEADLINE_S = 10.0
@@ -95,27 +97,17 @@ def write_notebook(path: Path, *cells: str) -> None:
     nbformat.write(nb, path)  # type: ignore[no-untyped-call]
 
 
-def reap(pid: int) -> None:
-    """Collect a child that has already exited (so it blocks for no time)."""
-    os.waitpid(pid, 0)
-
-
-def job_running(wrapper_pid: int, comm: str) -> bool:
-    """True once the wrapper has a child that has exec'd ``comm``. Signal tests wait for this:
-    a signal sent in the gap between the wrapper's fork and the job's exec is lost (see
-    wrapper.sh), which the scheduler covers by escalating to SIGKILL."""
-    pid = wrapper_pid
+def runs(pid: int, comm: str) -> bool:
+    """True once ``pid`` has exec'd ``comm``."""
     try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return Path(f"/proc/{pid}/comm").read_text().strip() == comm
     except FileNotFoundError:
         return False
-    for child in children:
-        try:
-            if Path(f"/proc/{child}/comm").read_text().strip() == comm:
-                return True
-        except FileNotFoundError:
-            continue
-    return False
+
+
+def parent_of(pid: int) -> int:
+    data = Path(f"/proc/{pid}/stat").read_bytes()
+    return int(data[data.rfind(b")") + 2 :].split()[1])
 
 
 def started(launch: Launch) -> bool:
@@ -138,23 +130,28 @@ async def test_success_logs_stdout_and_stderr(
     assert status == ExitStatus(code=0)
     assert status.ok
     assert log_text(launch) == "to-out\nto-err\n"
-    assert (launch.run_dir / "script.sh").read_text() == launch.script.read_text()
-    assert (launch.run_dir / WRAPPER_NAME).read_bytes() == wrapper_text()
+    # The script is the submit-time snapshot, hard-linked; no wrapper runs locally.
+    assert (launch.run_dir / "script.sh").stat().st_ino == launch.script.stat().st_ino
+    assert sorted(p.name for p in launch.run_dir.iterdir()) == ["log", "script.sh", "status"]
 
 
-async def test_wrapper_is_shared_by_hard_links(
+async def test_inline_command_runs_in_sh(executor: LocalExecutor, make_launch: MakeLaunch) -> None:
+    base = make_launch()
+    launch = dataclasses.replace(
+        base, script=base.run_dir / "run.sh", argv=(".", "./run.sh"), inline="echo $0 inline\n"
+    )
+    assert await executor.wait(await executor.start(launch)) == ExitStatus(code=0)
+    assert log_text(launch) == "./run.sh inline\n"
+    assert (launch.run_dir / "run.sh").read_text() == "echo $0 inline\n"
+
+
+async def test_missing_program_fails_like_sh(
     executor: LocalExecutor, make_launch: MakeLaunch
 ) -> None:
-    first, second, third = make_launch(), make_launch(), make_launch()
-    await executor.wait(await executor.start(first))
-    await executor.wait(await executor.start(second))
-    inode = (first.run_dir / WRAPPER_NAME).stat().st_ino
-    assert (second.run_dir / WRAPPER_NAME).stat().st_ino == inode
-    # The run directory holding the shared copy is cleaned up: the next one writes afresh.
-    shutil.rmtree(first.run_dir)
-    shutil.rmtree(second.run_dir)
-    assert await executor.wait(await executor.start(third)) == ExitStatus(code=0)
-    assert (third.run_dir / WRAPPER_NAME).read_bytes() == wrapper_text()
+    launch = dataclasses.replace(make_launch(), argv=("no-such-interpreter-xyz", "script.sh"))
+    assert await executor.wait(await executor.start(launch)) == ExitStatus(code=127)
+    assert log_text(launch) == "ccd: no-such-interpreter-xyz: command not found\n"
+    assert "exit code=127" in (launch.run_dir / STATUS_NAME).read_text()
 
 
 async def test_arguments_reach_the_job(executor: LocalExecutor, make_launch: MakeLaunch) -> None:
@@ -192,7 +189,7 @@ async def test_status_file_records_start_and_exit(
 
 
 async def test_job_killed_by_signal(executor: LocalExecutor, make_launch: MakeLaunch) -> None:
-    # The job's shell kills itself; the wrapper survives and sees the shell's 128+9.
+    # The job's shell kills itself; its parent, the shepherd, records 128+9 as sh would.
     launch = make_launch("kill -9 $$\n")
     status = await executor.wait(await executor.start(launch))
     assert status == ExitStatus(code=137, signal=signal.SIGKILL)
@@ -212,19 +209,18 @@ async def test_sigterm_kills_the_whole_group(
     await executor.signal(handle, signal.SIGTERM)
     status = await executor.wait(handle)
 
-    # The wrapper trapped TERM, so it lived to record how the job ended.
     assert status == ExitStatus(code=143, signal=signal.SIGTERM)
     await eventually(lambda: not alive(grandchild), "the grandchild to die")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP, signal.SIGTERM])
-async def test_wrapper_outlives_the_signals_it_traps(
+async def test_signals_end_the_job_and_are_recorded(
     executor: LocalExecutor, make_launch: MakeLaunch, signum: signal.Signals
 ) -> None:
     launch = make_launch("exec sleep 300\n")
     handle = await executor.start(launch)
     assert handle.pid is not None
-    await eventually(lambda: job_running(handle.pid, "sleep"), "the job to run")
+    await eventually(lambda: runs(handle.pid, "sleep"), "the job to run")
     await executor.signal(handle, signum)
     assert await executor.wait(handle) == ExitStatus(code=128 + signum, signal=signum)
 
@@ -242,7 +238,7 @@ async def test_job_starts_with_default_signal_dispositions(
     assert int(masks["SigIgn"], 16) & 0x7FFF_FFFF == 0
 
 
-async def test_sigkill_to_group_loses_the_exit_record(
+async def test_sigkill_to_group_is_recorded(
     executor: LocalExecutor, make_launch: MakeLaunch
 ) -> None:
     launch = make_launch("sleep 300\n")
@@ -250,7 +246,7 @@ async def test_sigkill_to_group_loses_the_exit_record(
     await eventually(lambda: started(launch), "the start record")
     await executor.signal(handle, signal.SIGKILL)
     status = await executor.wait(handle)
-    assert status == ExitStatus(code=None, signal=signal.SIGKILL, reason="lost")
+    assert status == ExitStatus(code=137, signal=signal.SIGKILL)
 
 
 async def test_signal_after_exit_is_harmless(
@@ -354,7 +350,6 @@ async def test_reattach_running_attempt(make_launch: MakeLaunch) -> None:
         assert await waiter == ExitStatus(code=7)
     finally:
         await second.close()
-        reap(handle.pid)  # the first executor's child, which it never reaped
 
 
 async def test_signal_reattached_attempt(make_launch: MakeLaunch) -> None:
@@ -362,7 +357,7 @@ async def test_signal_reattached_attempt(make_launch: MakeLaunch) -> None:
     first = LocalExecutor()
     handle = await first.start(launch)
     assert handle.pid is not None
-    await eventually(lambda: job_running(handle.pid, "sleep"), "the job to run")
+    await eventually(lambda: runs(handle.pid, "sleep"), "the job to run")
     await first.close()
 
     second = LocalExecutor()
@@ -373,7 +368,6 @@ async def test_signal_reattached_attempt(make_launch: MakeLaunch) -> None:
         assert await second.wait(again) == ExitStatus(code=143, signal=signal.SIGTERM)
     finally:
         await second.close()
-        reap(handle.pid)
 
 
 async def test_reattach_with_reused_pid_is_lost(make_launch: MakeLaunch) -> None:
@@ -405,7 +399,7 @@ async def test_reattach_claims_attempt_that_never_started(make_launch: MakeLaunc
     status = launch.run_dir / STATUS_NAME
     assert status.read_text() == "claimed\n"
 
-    # A wrapper that starts late (as if the old daemon's spawn were still in flight).
+    # The wrapper of a remote host, started late (its daemon's launch still in flight).
     run_dir = launch.run_dir
     (run_dir / WRAPPER_NAME).write_bytes(wrapper_text())
     (run_dir / "script.sh").write_bytes(launch.script.read_bytes())
@@ -442,6 +436,49 @@ async def test_wait_on_a_foreign_handle(make_launch: MakeLaunch) -> None:
         assert await second.wait(handle) == ExitStatus(code=9)
     finally:
         await second.close()
+
+
+async def test_one_shepherd_per_state_dir_outlives_its_clients(make_launch: MakeLaunch) -> None:
+    first, second = LocalExecutor(), LocalExecutor()
+    a, b = make_launch("exec sleep 300\n"), make_launch("exec sleep 300\n")
+    try:
+        ha, hb = await first.start(a), await second.start(b)
+        assert ha.pid is not None and hb.pid is not None
+        shepherd = parent_of(ha.pid)
+        assert parent_of(hb.pid) == shepherd != os.getpid()
+    finally:
+        await first.close()
+        await second.close()
+    # No client is left, but jobs run: the shepherd stays to record their ends.
+    assert alive(shepherd)
+    third = LocalExecutor()
+    try:
+        for launch in (a, b):
+            handle = await third.reattach(launch)
+            assert handle is not None
+            await third.signal(handle, signal.SIGTERM)
+            assert await third.wait(handle) == ExitStatus(code=143, signal=signal.SIGTERM)
+    finally:
+        await third.close()
+    await eventually(lambda: not alive(shepherd), "the idle shepherd to exit")
+
+
+async def test_jobs_of_a_dead_shepherd_end_lost(
+    executor: LocalExecutor, make_launch: MakeLaunch
+) -> None:
+    launch = make_launch("exec sleep 300\n")
+    handle = await executor.start(launch)
+    assert handle.pid is not None
+    await eventually(lambda: runs(handle.pid, "sleep"), "the job to run")
+    os.kill(parent_of(handle.pid), signal.SIGKILL)
+    # Orphaned, the job runs on, but nobody can collect its exit code any more.
+    waiter = asyncio.create_task(executor.wait(handle))
+    await asyncio.sleep(0)
+    assert not waiter.done() and alive(handle.pid)
+    await executor.signal(handle, signal.SIGTERM)  # still reaches it, checked by its ticks
+    assert await waiter == ExitStatus(code=None, reason="lost")
+    # The next job gets a new shepherd.
+    assert await executor.wait(await executor.start(make_launch("exit 2\n"))) == ExitStatus(2)
 
 
 async def test_many_concurrent_jobs(executor: LocalExecutor, make_launch: MakeLaunch) -> None:

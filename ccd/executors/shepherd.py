@@ -1,0 +1,376 @@
+"""The local shepherd: the parent of every local job, outliving the daemon that asked for it.
+
+A job's exit code can only be collected by its parent. If the daemon were that parent, a daemon
+restart would orphan its jobs and lose how they ended; a `sh` wrapper per job (what remote hosts
+use) keeps the exit code but costs a fork and a second exec per job, more than running `true`
+itself. So local jobs are started by this small process instead: one per state directory, in its
+own session, started by the first `LocalExecutor` that needs it and gone once it has neither
+jobs nor clients. A restarted daemon finds it again and is told how its jobs ended.
+
+It keeps the wrapper's protocol (see ``wrapper.sh``): it claims an attempt by creating its
+``status`` file exclusively (so nothing runs twice), writes the same ``start`` and ``exit``
+records, and sends the job's output to ``log``. The job itself is spawned directly, in a new
+session, with ``posix_spawn``.
+
+Clients talk to it over an abstract Unix socket (no file to go stale) in JSON lines; both ends
+check that the other runs as the same user. Requests, answered in order:
+
+    {"op": "spawn", "key", "dir", "argv", "env", "files": [[src, name]], "inline": [name, text]}
+        -> {"op": "started", "key", "pid"} or {"op": "claimed", "key"}
+    {"op": "watch", "key"}         -> {"op": "watching", "key", "pid"} or {"op": "unknown", "key"}
+
+and every client is told of every end: {"op": "exited", "key", "code"}, sent after the exit
+record is written. Run as ``python -m ccd.executors.shepherd NAME READY_FD``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import json
+import os
+import selectors
+import shutil
+import signal
+import socket
+import struct
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+STATUS_NAME = "status"
+LOG_NAME = "log"
+# Until a first client connects, an idle shepherd waits this long before giving up.
+FIRST_CLIENT_GRACE_S = 10.0
+# Signals Python ignores or a daemon may inherit ignored; jobs get them at their defaults.
+DEFAULT_SIGNALS = (
+    signal.SIGHUP,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGPIPE,
+    signal.SIGTERM,
+    signal.SIGXFSZ,
+)
+_MAX_LINE = 1 << 24  # a request carrying a 100k-character env is fine; a runaway peer is not
+_CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+def socket_name(runs_root: str) -> str:
+    """The shepherd's name for a state dir's ``runs`` directory: its socket's abstract address
+    without the leading NUL (which cannot be passed on a command line)."""
+    import hashlib
+
+    digest = hashlib.sha256(os.fsencode(runs_root)).hexdigest()[:32]
+    return f"ccd-shepherd-{os.getuid()}-{digest}"
+
+
+def address(name: str) -> str:
+    return "\0" + name
+
+
+def peer_uid(sock: socket.socket) -> int:
+    cred = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size)
+    uid: int = _CRED.unpack(cred)[1]
+    return uid
+
+
+def uptime_s() -> float:
+    """What ``/proc/uptime`` says, without reading it: the clock it is made from."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+@dataclass(slots=True)
+class _Job:
+    key: str
+    pid: int
+    pidfd: int
+    status_fd: int
+
+
+@dataclass(slots=True)
+class _Client:
+    sock: socket.socket
+    buffer: bytearray = field(default_factory=bytearray)
+
+
+class Shepherd:
+    def __init__(self, listener: socket.socket) -> None:
+        self._listener = listener
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(listener, selectors.EVENT_READ, self._accept)
+        self._clients: dict[socket.socket, _Client] = {}
+        self._jobs: dict[str, _Job] = {}
+        self._served = False
+        self._host = socket.gethostname()
+        self._base_env = dict(os.environb)
+        self._devnull = os.open(os.devnull, os.O_RDONLY)
+
+    def run(self) -> None:
+        started = time.monotonic()
+        while self._jobs or self._clients or not self._served:
+            timeout = None
+            if not self._served:
+                timeout = FIRST_CLIENT_GRACE_S - (time.monotonic() - started)
+                if timeout <= 0:
+                    return
+            for key, _ in self._selector.select(timeout):
+                key.data(key.fileobj)
+
+    # -- clients -----------------------------------------------------------------------------
+
+    def _accept(self, listener: Any) -> None:
+        try:
+            sock, _ = self._listener.accept()
+        except OSError:
+            return
+        if peer_uid(sock) != os.getuid():
+            sock.close()
+            return
+        sock.setblocking(False)
+        self._clients[sock] = _Client(sock)
+        self._selector.register(sock, selectors.EVENT_READ, self._read)
+        self._served = True
+
+    def _read(self, sock: Any) -> None:
+        client = self._clients[sock]
+        try:
+            data = sock.recv(1 << 16)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data or len(client.buffer) > _MAX_LINE:
+            self._drop(client)
+            return
+        client.buffer += data
+        *lines, rest = client.buffer.split(b"\n")
+        client.buffer = bytearray(rest)
+        for line in lines:
+            if client.sock not in self._clients:
+                return
+            try:
+                self._handle(client, json.loads(line))
+            except (ValueError, KeyError, TypeError, IndexError) as err:
+                # Only our own daemons talk to us; a malformed request is a bug there.
+                print(f"shepherd: bad request dropped the client: {err}", file=sys.stderr)
+                self._drop(client)
+                return
+
+    def _drop(self, client: _Client) -> None:
+        if client.sock not in self._clients:
+            return
+        self._selector.unregister(client.sock)
+        del self._clients[client.sock]
+        client.sock.close()
+
+    def _send(self, client: _Client, message: dict[str, Any]) -> None:
+        data = json.dumps(message).encode() + b"\n"
+        try:
+            # Answers are small and clients read all the time; a client whose buffer is full
+            # is stuck or gone, and is dropped rather than block every other job.
+            sent = client.sock.send(data)
+        except OSError:
+            sent = -1
+        if sent != len(data):
+            self._drop(client)
+
+    def _handle(self, client: _Client, request: dict[str, Any]) -> None:
+        op = request["op"]
+        if op == "spawn":
+            answer, failed = self._spawn(request)
+            self._send(client, answer)
+            if failed:  # it could not start: it has ended, and the answer went first
+                self._broadcast(answer["key"], 127)
+        elif op == "watch":
+            job = self._jobs.get(request["key"])
+            if job is None:
+                self._send(client, {"op": "unknown", "key": request["key"]})
+            else:
+                self._send(client, {"op": "watching", "key": job.key, "pid": job.pid})
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    def _spawn(self, request: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Claim, prepare and start one attempt: the answer, and whether it failed to start."""
+        key: str = request["key"]
+        run_dir = Path(request["dir"])
+        try:
+            status_fd = _prepare(run_dir, request["files"], request["inline"])
+        except OSError as err:  # e.g. the run directory cannot be made
+            return {"op": "error", "key": key, "message": f"{run_dir}: {err}"}, False
+        if status_fd is None:
+            # Claimed by a recovering daemon, or already run: it must never run (again).
+            return {"op": "claimed", "key": key}, False
+        env = self._base_env.copy()
+        env.update((os.fsencode(k), os.fsencode(v)) for k, v in request["env"].items())
+        pid = self._start(run_dir, request["argv"], env)
+        pidfd = None
+        if pid is not None:
+            ticks = _start_ticks(pid)
+            start = f"start pid={pid} ticks={ticks} host={self._host} uptime={uptime_s():.2f}\n"
+            os.write(status_fd, start.encode())
+            pidfd = _pidfd_or_kill(pid)
+        if pid is None or pidfd is None:
+            _record_exit(status_fd, 127)
+            return {"op": "started", "key": key, "pid": pid}, True
+        job = _Job(key, pid, pidfd, status_fd)
+        self._jobs[key] = job
+        self._selector.register(pidfd, selectors.EVENT_READ, functools.partial(self._reap, job))
+        return {"op": "started", "key": key, "pid": pid}, False
+
+    def _start(self, run_dir: Path, argv: list[str], env: dict[bytes, bytes]) -> int | None:
+        """Spawn the job in ``run_dir``, in a session of its own, output to its log; None
+        (with the reason in the log) if it cannot start: sh's "command not found", 127."""
+        try:
+            log_fd = os.open(run_dir / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError:
+            return None
+        path = env.get(b"PATH", os.defpath.encode()).decode(errors="replace")
+        # Single-threaded: changing our own working directory is how posix_spawn (which in
+        # Python 3.11 has no chdir action) starts the job in its run directory.
+        try:
+            os.chdir(run_dir)
+            program = shutil.which(argv[0], path=path)
+            if program is None:
+                os.write(log_fd, f"ccd: {argv[0]}: command not found\n".encode())
+                return None
+            return os.posix_spawn(
+                program,
+                argv,
+                env,
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, self._devnull, 0),
+                    (os.POSIX_SPAWN_DUP2, log_fd, 1),
+                    (os.POSIX_SPAWN_DUP2, log_fd, 2),
+                ],
+                setsid=True,
+                setsigdef=DEFAULT_SIGNALS,
+                setsigmask=(),
+            )
+        except OSError as err:
+            os.write(log_fd, f"ccd: {argv[0]}: {err.strerror}\n".encode())
+            return None
+        finally:
+            os.close(log_fd)
+            os.chdir("/")
+
+    def _reap(self, job: _Job, pidfd: Any) -> None:
+        _, wait_status = os.waitpid(job.pid, 0)
+        code = os.waitstatus_to_exitcode(wait_status)
+        if code < 0:
+            code = 128 - code  # killed by signal N: 128+N, as sh reports it
+        _record_exit(job.status_fd, code)
+        self._selector.unregister(pidfd)
+        os.close(pidfd)
+        del self._jobs[job.key]
+        self._broadcast(job.key, code)
+
+    def _broadcast(self, key: str, code: int) -> None:
+        for client in list(self._clients.values()):
+            self._send(client, {"op": "exited", "key": key, "code": code})
+
+
+def _record_exit(status_fd: int, code: int) -> None:
+    os.write(status_fd, f"exit code={code} uptime={uptime_s():.2f}\n".encode())
+    os.close(status_fd)
+
+
+def _prepare(run_dir: Path, files: list[list[str]], inline: list[str] | None) -> int | None:
+    """Make the run directory, place the job's files and claim the attempt by creating its
+    status file exclusively: the status file's descriptor, or None if it was claimed first."""
+    _make_run_dir(run_dir)
+    for src, name in files:
+        _place_file(Path(src), run_dir / name)
+    if inline is not None:
+        name, text = inline
+        _write_new(run_dir / name, text.encode())
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND
+    try:
+        return os.open(run_dir / STATUS_NAME, flags, 0o644)
+    except FileExistsError:
+        return None
+
+
+def _pidfd_or_kill(pid: int) -> int | None:
+    """A pidfd to learn of the job's end; without one (out of descriptors) it could never be
+    waited for, so it is killed and reaped instead."""
+    try:
+        return os.pidfd_open(pid)
+    except OSError:
+        os.killpg(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        return None
+
+
+def _start_ticks(pid: int) -> str:
+    """Field 22 of /proc/PID/stat (the job is ours and not reaped, so it is there)."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        data = f.read()
+    return data[data.rfind(b")") + 2 :].split()[19].decode()
+
+
+def _make_run_dir(run_dir: Path) -> None:
+    """The attempt's directory and its parent, the job's: two mkdir calls for a first attempt."""
+    try:
+        run_dir.parent.mkdir()
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        run_dir.mkdir()
+
+
+def _place_file(src: Path, dst: Path) -> None:
+    """A hard link to the submit-time snapshot (one syscall) where possible, else a copy."""
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        if not src.samefile(dst):
+            shutil.copy2(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    with contextlib.suppress(FileExistsError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+
+
+def listen(name: str) -> socket.socket | None:
+    """The listening socket, or None if another shepherd already has the name."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(name)
+    except OSError as err:
+        sock.close()
+        if err.errno == errno.EADDRINUSE:
+            return None
+        raise
+    sock.listen(64)
+    return sock
+
+
+def main(argv: list[str]) -> None:
+    name, ready_fd = argv[0], int(argv[1])
+    listener = listen(address(name))
+    if listener is None:  # another shepherd listens: the starter may connect to it
+        os.write(ready_fd, b"taken\n")
+        return
+    if os.fork() != 0:
+        # The starter reaps this process; the shepherd itself is nobody's child to wait for.
+        os._exit(0)
+    os.write(ready_fd, b"ready\n")
+    os.close(ready_fd)
+    Shepherd(listener).run()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
