@@ -10,7 +10,8 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from ccd.executors.base import WRAPPER_NAME, Executor, direct_argv
+from ccd.executors.base import WRAPPER_NAME, Executor
+from ccd.executors.local import local_argv
 from ccd.hosts import SlurmOptions
 from ccd.jobs import launch_for
 from ccd.slurm_parse import effective_resources, render_batch
@@ -40,7 +41,7 @@ async def plan(
         launch = launch_for(job, PLACEHOLDER_ID, 1, runs_root)
         host = spec.hosts.get(job.host)
         if host is None or host.type == "local":  # started by the shepherd, no wrapper
-            plans.append(JobPlan(job.name, job.host, shlex.join(direct_argv(launch.argv))))
+            plans.append(JobPlan(job.name, job.host, shlex.join(local_argv(launch))))
             continue
         command = shlex.join(["sh", WRAPPER_NAME, *launch.argv])
         if not isinstance(host.options, SlurmOptions):

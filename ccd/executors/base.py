@@ -33,14 +33,6 @@ def wrapper_text() -> bytes:
     return resources.files("ccd.executors").joinpath(WRAPPER_NAME).read_bytes()
 
 
-def direct_argv(argv: Sequence[str]) -> tuple[str, ...]:
-    """A job's command line run without the wrapper: an inline script (``.``, which the
-    wrapper sources) is run by sh."""
-    if argv and argv[0] == ".":
-        return ("sh", *argv[1:])
-    return tuple(argv)
-
-
 @dataclass(frozen=True, slots=True)
 class Launch:
     """Everything an executor needs to start one attempt.

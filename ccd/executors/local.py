@@ -31,7 +31,6 @@ from ccd.executors.base import (
     Launch,
     StateListener,
     StatusRecord,
-    direct_argv,
     parse_status,
     wrapper_exit,
 )
@@ -340,7 +339,6 @@ def _spawn_request(key: str, launch: Launch, run_dir: Path) -> dict[str, Any]:
     """What the shepherd needs to prepare the run directory and start the job in it."""
     files = [] if launch.inline is not None else [[str(launch.script), launch.script.name]]
     files += [[str(source), source.name] for source in launch.inputs]
-    inline = None if launch.inline is None else [launch.script.name, launch.inline]
     env = dict(launch.env)
     env["CCD_WORKFLOW"] = launch.workflow_id
     env["CCD_JOB"] = launch.job
@@ -350,11 +348,18 @@ def _spawn_request(key: str, launch: Launch, run_dir: Path) -> dict[str, Any]:
         "op": "spawn",
         "key": key,
         "dir": str(run_dir),
-        "argv": list(direct_argv(launch.argv)),
+        "argv": local_argv(launch),
         "env": env,
         "files": files,
-        "inline": inline,
     }
+
+
+def local_argv(launch: Launch) -> list[str]:
+    """The job's command line as the shepherd runs it: an inline command goes to ``sh -c``
+    (no script file to create), with any arguments as its positional parameters."""
+    if launch.inline is not None:
+        return ["sh", "-c", launch.inline, "sh", *launch.argv[2:]]
+    return list(launch.argv)
 
 
 def _read_bytes(path: Path, offset: int, limit: int) -> bytes:

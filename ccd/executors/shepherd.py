@@ -15,7 +15,7 @@ session, with ``posix_spawn``.
 Clients talk to it over an abstract Unix socket (no file to go stale) in JSON lines; both ends
 check that the other runs as the same user. Requests, answered in order:
 
-    {"op": "spawn", "key", "dir", "argv", "env", "files": [[src, name]], "inline": [name, text]}
+    {"op": "spawn", "key", "dir", "argv", "env", "files": [[src, name], ...]}
         -> {"op": "started", "key", "pid"} or {"op": "claimed", "key"}
     {"op": "watch", "key"}         -> {"op": "watching", "key", "pid"} or {"op": "unknown", "key"}
 
@@ -107,6 +107,7 @@ class Shepherd:
         self._host = socket.gethostname()
         self._base_env = dict(os.environb)
         self._devnull = os.open(os.devnull, os.O_RDONLY)
+        self._programs: dict[tuple[str, str], str] = {}  # (argv[0], PATH) -> its file
 
     def run(self) -> None:
         started = time.monotonic()
@@ -198,7 +199,7 @@ class Shepherd:
         key: str = request["key"]
         run_dir = Path(request["dir"])
         try:
-            status_fd = _prepare(run_dir, request["files"], request["inline"])
+            status_fd = _prepare(run_dir, request["files"])
         except OSError as err:  # e.g. the run directory cannot be made
             return {"op": "error", "key": key, "message": f"{run_dir}: {err}"}, False
         if status_fd is None:
@@ -209,8 +210,10 @@ class Shepherd:
         pid = self._start(run_dir, request["argv"], env)
         pidfd = None
         if pid is not None:
-            ticks = _start_ticks(pid)
-            start = f"start pid={pid} ticks={ticks} host={self._host} uptime={uptime_s():.2f}\n"
+            # No ticks= (reading /proc/PID/stat while the job execs costs more than the rest
+            # of a start): the job is ours until we reap it, and after a crash its identity
+            # is checked against this uptime stamp (see local.same_process).
+            start = f"start pid={pid} host={self._host} uptime={uptime_s():.2f}\n"
             os.write(status_fd, start.encode())
             pidfd = _pidfd_or_kill(pid)
         if pid is None or pidfd is None:
@@ -233,10 +236,12 @@ class Shepherd:
         # Python 3.11 has no chdir action) starts the job in its run directory.
         try:
             os.chdir(run_dir)
-            program = shutil.which(argv[0], path=path)
+            program = self._programs.get((argv[0], path)) or shutil.which(argv[0], path=path)
             if program is None:
                 os.write(log_fd, f"ccd: {argv[0]}: command not found\n".encode())
                 return None
+            # Like a shell's hash table: looked up once, forgotten if it fails to start.
+            self._programs[(argv[0], path)] = program
             return os.posix_spawn(
                 program,
                 argv,
@@ -251,6 +256,7 @@ class Shepherd:
                 setsigmask=(),
             )
         except OSError as err:
+            self._programs.pop((argv[0], path), None)
             os.write(log_fd, f"ccd: {argv[0]}: {err.strerror}\n".encode())
             return None
         finally:
@@ -278,15 +284,12 @@ def _record_exit(status_fd: int, code: int) -> None:
     os.close(status_fd)
 
 
-def _prepare(run_dir: Path, files: list[list[str]], inline: list[str] | None) -> int | None:
+def _prepare(run_dir: Path, files: list[list[str]]) -> int | None:
     """Make the run directory, place the job's files and claim the attempt by creating its
     status file exclusively: the status file's descriptor, or None if it was claimed first."""
     _make_run_dir(run_dir)
     for src, name in files:
         _place_file(Path(src), run_dir / name)
-    if inline is not None:
-        name, text = inline
-        _write_new(run_dir / name, text.encode())
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND
     try:
         return os.open(run_dir / STATUS_NAME, flags, 0o644)
@@ -303,13 +306,6 @@ def _pidfd_or_kill(pid: int) -> int | None:
         os.killpg(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         return None
-
-
-def _start_ticks(pid: int) -> str:
-    """Field 22 of /proc/PID/stat (the job is ours and not reaped, so it is there)."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        data = f.read()
-    return data[data.rfind(b")") + 2 :].split()[19].decode()
 
 
 def _make_run_dir(run_dir: Path) -> None:
@@ -333,15 +329,6 @@ def _place_file(src: Path, dst: Path) -> None:
             shutil.copy2(src, dst)
     except OSError:
         shutil.copy2(src, dst)
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    with contextlib.suppress(FileExistsError):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
 
 
 def listen(name: str) -> socket.socket | None:

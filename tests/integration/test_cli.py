@@ -164,6 +164,6 @@ def test_dry_run_shows_commands_and_runs_nothing(write_workflow, tmp_path: Path)
     """, **{"b.py": "print('b')\n"})  # fmt: skip
     code, out, _ = ccctl("run", path, "--dry-run", "--state-dir", tmp_path / "state")
     assert code == 0
-    assert "== a (host local)\n$ sh ./run.sh" in out
+    assert f"== a (host local)\n$ sh -c 'touch {marker}' sh" in out
     assert "\n$ python3 ./b.py --n 2" in out
     assert not marker.exists() and not (tmp_path / "state" / "ccd.db").exists()

@@ -138,11 +138,11 @@ async def test_success_logs_stdout_and_stderr(
 async def test_inline_command_runs_in_sh(executor: LocalExecutor, make_launch: MakeLaunch) -> None:
     base = make_launch()
     launch = dataclasses.replace(
-        base, script=base.run_dir / "run.sh", argv=(".", "./run.sh"), inline="echo $0 inline\n"
+        base, script=base.run_dir / "run.sh", argv=(".", "./run.sh", "a b"), inline='echo "[$1]"'
     )
     assert await executor.wait(await executor.start(launch)) == ExitStatus(code=0)
-    assert log_text(launch) == "./run.sh inline\n"
-    assert (launch.run_dir / "run.sh").read_text() == "echo $0 inline\n"
+    assert log_text(launch) == "[a b]\n"
+    assert sorted(p.name for p in launch.run_dir.iterdir()) == ["log", "status"]
 
 
 async def test_missing_program_fails_like_sh(
@@ -177,7 +177,7 @@ async def test_status_file_records_start_and_exit(
     after = time.time()
     text = (launch.run_dir / STATUS_NAME).read_text()
     start, end = text.splitlines()
-    assert start.startswith(f"start pid={handle.pid} ticks=")
+    assert start.startswith(f"start pid={handle.pid} host=")
     assert end.startswith("exit code=4 uptime=")
     record = parse_status(text, local_boot_time())
     assert record.pid == handle.pid
