@@ -41,7 +41,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,7 +49,6 @@ if str(REPO) not in sys.path:
 
 from ccd import logs  # noqa: E402
 from ccd.engine import Engine  # noqa: E402
-from ccd.executors.base import WRAPPER_NAME  # noqa: E402
 from ccd.scheduler import Limits  # noqa: E402
 from ccd.spec import LOCAL_HOST, HostSpec, JobSpec, WorkflowSpec  # noqa: E402
 
@@ -62,7 +60,6 @@ QUICK_SIZES = (100, 1000)
 LOAD_JOBS = 100_000
 TRUE = shutil.which("true") or "/bin/true"
 MAKE = shutil.which("make")
-SHELL = "/bin/sh"
 
 # The issue's targets.
 FAN_RATIO_TARGET = 1.5  # fan N=1000: engine/bare
@@ -154,9 +151,15 @@ async def _engine_run(dag: Dag, workdir: Path, concurrency: int) -> EngineTiming
     return EngineTiming(end - start, submitted - start)
 
 
-def time_engine(dag: Dag, concurrency: int, tmp_root: Path | None) -> EngineTiming:
-    with tempfile.TemporaryDirectory(prefix="ccd-bench-", dir=tmp_root) as tmp:
-        return asyncio.run(_engine_run(dag, Path(tmp), concurrency))
+def scratch_dir(root: Path, prefix: str) -> Path:
+    """A fresh directory under the run's scratch root, removed only when the whole run ends:
+    on ext4 without a journal (as here), inodes freed in the last minutes make the next
+    ones slow to allocate, so one runner's clean-up would slow down the next runner."""
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+
+
+def time_engine(dag: Dag, concurrency: int, root: Path) -> EngineTiming:
+    return asyncio.run(_engine_run(dag, scratch_dir(root, "engine-"), concurrency))
 
 
 # -- runner 2: the bare dispatcher (the floor) --------------------------------------------
@@ -229,44 +232,6 @@ def time_bare(dag: Dag, concurrency: int) -> float:
     return asyncio.run(_bare_run(dag, concurrency, spawn_true))
 
 
-# -- runner 2b (--wrapped): the bare dispatcher running what the local executor runs -------
-
-_DEVNULL_STDIO = [
-    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-    (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
-    (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
-]
-
-
-class WrappedSpawner:
-    """Per job what the local executor does per attempt, without the engine: a run dir
-    ``<job>/1/``, ccd's wrapper (hard-linked) and an inline ``run.sh``, started as
-    ``sh wrapper.sh sh ./run.sh`` in a new session. Isolates the cost of the wrapper and
-    the per-attempt files from that of scheduling and the store."""
-
-    def __init__(self, root: Path) -> None:
-        self._root = root
-        self._wrapper = root / WRAPPER_NAME
-        wrapper_text = resources.files("ccd.executors").joinpath(WRAPPER_NAME).read_bytes()
-        self._wrapper.write_bytes(wrapper_text)
-        self._env = dict(os.environ)
-
-    def __call__(self, job: str) -> int:
-        run_dir = self._root / job / "1"
-        run_dir.mkdir(parents=True)
-        wrapper = run_dir / WRAPPER_NAME
-        os.link(self._wrapper, wrapper)
-        (run_dir / "run.sh").write_bytes(b"true\n")
-        env = {**self._env, "CCD_RUN_DIR": str(run_dir)}
-        argv = ["sh", str(wrapper), "sh", "./run.sh"]
-        return os.posix_spawn(SHELL, argv, env, file_actions=_DEVNULL_STDIO, setsid=True)
-
-
-def time_wrapped(dag: Dag, concurrency: int, tmp_root: Path | None) -> float:
-    with tempfile.TemporaryDirectory(prefix="ccd-bench-wrapped-", dir=tmp_root) as tmp:
-        return asyncio.run(_bare_run(dag, concurrency, WrappedSpawner(Path(tmp))))
-
-
 # -- runner 3: GNU make -------------------------------------------------------------------
 
 
@@ -279,16 +244,16 @@ def makefile_text(dag: Dag) -> str:
     return "\n".join(lines) + "\n"
 
 
-def time_make(dag: Dag, concurrency: int, tmp_root: Path | None) -> float | None:
+def time_make(dag: Dag, concurrency: int, root: Path) -> float | None:
     if MAKE is None:
         return None
-    with tempfile.TemporaryDirectory(prefix="ccd-bench-make-", dir=tmp_root) as tmp:
-        makefile = Path(tmp) / "Makefile"
-        makefile.write_text(makefile_text(dag))
-        argv = [MAKE, f"-j{concurrency}", "-f", str(makefile), "all"]
-        start = time.perf_counter()
-        done = subprocess.run(argv, cwd=tmp, capture_output=True, text=True, check=False)
-        elapsed = time.perf_counter() - start
+    tmp = scratch_dir(root, "make-")
+    makefile = tmp / "Makefile"
+    makefile.write_text(makefile_text(dag))
+    argv = [MAKE, f"-j{concurrency}", "-f", str(makefile), "all"]
+    start = time.perf_counter()
+    done = subprocess.run(argv, cwd=tmp, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - start
     if done.returncode != 0:
         raise BenchError(f"make exited {done.returncode}: {done.stderr.strip()[-500:]}")
     return elapsed
@@ -305,7 +270,6 @@ class Row:
     submit_s: float
     bare_s: float
     make_s: float | None
-    wrapped_s: float | None = None
 
     @property
     def jobs_per_s(self) -> float:
@@ -326,8 +290,7 @@ class Runs:
 
     repeat: int
     concurrency: int
-    tmp_root: Path | None
-    wrapped: bool
+    tmp_root: Path
 
 
 def _median(values: list[float]) -> float | None:
@@ -340,15 +303,12 @@ def measure(shape: str, n: int, runs: Runs) -> Row:
     engine: list[EngineTiming] = []
     bare: list[float] = []
     make: list[float] = []
-    wrapped: list[float] = []
     for _ in range(runs.repeat):
         engine.append(time_engine(dag, runs.concurrency, runs.tmp_root))
         bare.append(time_bare(dag, runs.concurrency))
         made = time_make(dag, runs.concurrency, runs.tmp_root)
         if made is not None:
             make.append(made)
-        if runs.wrapped:
-            wrapped.append(time_wrapped(dag, runs.concurrency, runs.tmp_root))
     return Row(
         shape,
         n,
@@ -356,7 +316,6 @@ def measure(shape: str, n: int, runs: Runs) -> Row:
         statistics.median(t.submit_s for t in engine),
         statistics.median(bare),
         _median(make),
-        _median(wrapped),
     )
 
 
@@ -368,7 +327,7 @@ def _secs(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-# (header, width, cell); the last two only with --wrapped
+# (header, width, cell)
 COLUMNS: tuple[tuple[str, int, Callable[[Row], str]], ...] = (
     ("shape", 8, lambda r: r.shape),
     ("N", 6, lambda r: str(r.n)),
@@ -380,29 +339,22 @@ COLUMNS: tuple[tuple[str, int, Callable[[Row], str]], ...] = (
     ("engine/bare", 12, lambda r: f"{r.engine_over_bare:.2f}x"),
     ("ovh ms/job", 11, lambda r: f"{r.overhead_ms:.2f}"),
     ("engine/make", 12, lambda r: _ratio(r.engine_s, r.make_s)),
-    ("wrapped s", 10, lambda r: _secs(r.wrapped_s)),
-    ("engine/wrapped", 15, lambda r: _ratio(r.engine_s, r.wrapped_s)),
 )
-WRAPPED_COLUMNS = 2
 
 
-def _columns(wrapped: bool) -> tuple[tuple[str, int, Callable[[Row], str]], ...]:
-    return COLUMNS if wrapped else COLUMNS[:-WRAPPED_COLUMNS]
-
-
-def format_line(cells: Sequence[str], wrapped: bool) -> str:
-    widths = [w for _, w, _ in _columns(wrapped)]
+def format_line(cells: Sequence[str]) -> str:
+    widths = [w for _, w, _ in COLUMNS]
     parts = [c.ljust(w) if i == 0 else c.rjust(w) for i, (w, c) in
              enumerate(zip(widths, cells, strict=True))]  # fmt: skip
     return " ".join(parts)
 
 
-def format_row(row: Row, wrapped: bool) -> str:
-    return format_line([cell(row) for _, _, cell in _columns(wrapped)], wrapped)
+def format_row(row: Row) -> str:
+    return format_line([cell(row) for _, _, cell in COLUMNS])
 
 
-def print_header_row(wrapped: bool) -> None:
-    header = format_line([name for name, _, _ in _columns(wrapped)], wrapped)
+def print_header_row() -> None:
+    header = format_line([name for name, _, _ in COLUMNS])
     print(header)
     print("-" * len(header))
 
@@ -471,8 +423,8 @@ def load_only(path: Path) -> None:
     print(json.dumps(result))
 
 
-def load_section(n_jobs: int, tmp_root: Path | None) -> list[str]:
-    with tempfile.TemporaryDirectory(prefix="ccd-bench-yaml-", dir=tmp_root) as tmp:
+def load_section(n_jobs: int, root: Path) -> list[str]:
+    with tempfile.TemporaryDirectory(prefix="yaml-", dir=root) as tmp:
         path = Path(tmp) / "load.yaml"
         path.write_text(workflow_yaml(layered(n_jobs), "bench-load"))
         size_mb = path.stat().st_size / 1e6
@@ -497,13 +449,13 @@ def load_section(n_jobs: int, tmp_root: Path | None) -> list[str]:
 # -- profiling one engine run -------------------------------------------------------------
 
 
-def profile_engine(shape: str, n: int, concurrency: int, tmp_root: Path | None) -> None:
+def profile_engine(shape: str, n: int, concurrency: int, root: Path) -> None:
     """cProfile one engine run (main thread only: SQLite work in aiosqlite's thread shows
     as time waiting in the event loop's select)."""
     dag = SHAPE_BUILDERS[shape](n)
     profiler = cProfile.Profile()
     profiler.enable()
-    timing = time_engine(dag, concurrency, tmp_root)
+    timing = time_engine(dag, concurrency, root)
     profiler.disable()
     print(f"profile of one engine run: {shape} N={n}, {timing.total_s:.3f} s under cProfile")
     stats = pstats.Stats(profiler, stream=sys.stdout).strip_dirs()
@@ -528,8 +480,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure; median shown")
     parser.add_argument("--concurrency", "-j", type=int, default=os.cpu_count() or 1,
                         help="jobs in flight for all three (default: CPU count)")  # fmt: skip
-    parser.add_argument("--wrapped", action="store_true",
-                        help="add a bare run of ccd's wrapper + inline run.sh per job")  # fmt: skip
     parser.add_argument("--load-jobs", type=int, default=LOAD_JOBS,
                         help="jobs in the load + submit section (0: skip it)")  # fmt: skip
     parser.add_argument("--tmp-dir", type=Path, default=None,
@@ -589,23 +539,35 @@ def main(argv: Sequence[str] | None = None) -> None:
         shape, _, n = args.profile.partition(":")
         if shape not in SHAPE_BUILDERS:
             sys.exit(f"--profile: unknown shape {shape!r}; one of {', '.join(SHAPES)}")
-        profile_engine(shape, int(n or 1000), args.concurrency, args.tmp_dir)
-        return
+    root = Path(tempfile.mkdtemp(prefix="ccd-bench-", dir=args.tmp_dir))
+    try:
+        if args.profile:
+            shape, _, n = args.profile.partition(":")
+            if shape not in SHAPE_BUILDERS:
+                sys.exit(f"--profile: unknown shape {shape!r}; one of {', '.join(SHAPES)}")
+            profile_engine(shape, int(n or 1000), args.concurrency, root)
+            return
+        run_table(args, root)
+        if args.load_jobs > 0:
+            print()
+            print("\n".join(load_section(args.load_jobs, root)), flush=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def run_table(args: argparse.Namespace, root: Path) -> None:
     print_preamble(args)
-    print_header_row(args.wrapped)
-    runs = Runs(args.repeat, args.concurrency, args.tmp_dir, args.wrapped)
+    print_header_row()
+    runs = Runs(args.repeat, args.concurrency, root)
     rows = []
     for shape in args.shapes:
         for n in args.sizes:
             row = measure(shape, n, runs)
             rows.append(row)
-            print(format_row(row, args.wrapped), flush=True)
+            print(format_row(row), flush=True)
     print()
     print(f"load average at end of table: {_loadavg()}")
     print("\n".join(target_lines(rows)))
-    if args.load_jobs > 0:
-        print()
-        print("\n".join(load_section(args.load_jobs, args.tmp_dir)), flush=True)
 
 
 if __name__ == "__main__":
