@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -306,61 +307,11 @@ class Store:
         await self._transaction(body)
 
     async def apply(self, batch: Batch) -> None:
-        """Commit one turn's changes in one transaction."""
+        """Commit one turn's changes in one transaction, in one trip to the database thread:
+        a trip per statement would cost a thread wake-up each, several per job."""
         if batch:
-            await self._transaction(lambda: self._write_batch(batch))
-
-    async def _write_batch(self, batch: Batch) -> None:
-        conn = self._conn
-        if batch.transitions:
-            # An attempt starts (attempts set): new start time, progress cleared.
-            await conn.executemany(
-                "UPDATE jobs SET state=?, reason=?, exit_code=?, signal=?,"
-                " attempts=COALESCE(?, attempts),"
-                " started_at=CASE WHEN ? IS NOT NULL THEN ? ELSE started_at END,"
-                " ended_at=?,"
-                " progress=CASE WHEN ? IS NOT NULL THEN NULL ELSE progress END"
-                " WHERE workflow_id=? AND name=?",
-                (
-                    (t.new, t.reason, t.exit_code, t.signal, t.attempts, t.attempts, t.at,
-                     t.at if t.new in TERMINAL else None, t.attempts, t.workflow_id, t.job)
-                    for t in batch.transitions
-                ),
-            )  # fmt: skip
-        if batch.attempts:
-            await conn.executemany(
-                "INSERT OR REPLACE INTO attempts VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    (a.workflow_id, a.job, a.attempt, a.host, a.run_dir, a.started_at, a.pid,
-                     a.ended_at, a.exit_code, a.signal, a.reason, a.log_offset)
-                    for a in batch.attempts
-                ),
-            )  # fmt: skip
-        if batch.notes:
-            await conn.executemany(
-                "UPDATE jobs SET reason=? WHERE workflow_id=? AND name=?",
-                ((n.reason, n.workflow_id, n.job) for n in batch.notes),
-            )
-        if batch.progress:
-            await conn.executemany(
-                "UPDATE jobs SET progress=COALESCE(?, progress), message=COALESCE(?, message)"
-                " WHERE workflow_id=? AND name=?",
-                ((p.percent, p.message, p.workflow_id, p.job) for p in batch.progress),
-            )
-            await conn.executemany(
-                "UPDATE attempts SET log_offset=? WHERE workflow_id=? AND job=? AND attempt=?",
-                ((p.log_offset, p.workflow_id, p.job, p.attempt) for p in batch.progress),
-            )
-        if batch.workflows:
-            await conn.executemany(
-                "UPDATE workflows SET state=?, updated_at=? WHERE id=?",
-                ((w.new, w.at, w.workflow_id) for w in batch.workflows),
-            )
-        # Every change above is also one row of history, all inserted at once.
-        await conn.executemany(
-            "INSERT INTO events (workflow_id, job, at, old, new, reason) VALUES (?,?,?,?,?,?)",
-            _event_rows(batch),
-        )
+            # aiosqlite's way of running a function in its thread (Connection._execute).
+            await self._conn._execute(_commit_batch, self._conn._conn, batch)  # type: ignore[no-untyped-call]
 
     async def delete_workflow(self, workflow_id: str) -> None:
         async def body() -> None:
@@ -419,6 +370,69 @@ class Store:
             sql, params = sql + " AND workflow_id=?", [*params, workflow_id]
         async with self._conn.execute(sql + " ORDER BY id LIMIT ?", [*params, limit]) as cur:
             return [EventRecord(*row) for row in await cur.fetchall()]
+
+
+def _commit_batch(db: sqlite3.Connection, batch: Batch) -> None:
+    """One turn's changes in one transaction; runs in aiosqlite's thread."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        _write_batch(db, batch)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _write_batch(db: sqlite3.Connection, batch: Batch) -> None:
+    if batch.transitions:
+        # An attempt starts (attempts set): new start time, progress cleared.
+        db.executemany(
+            "UPDATE jobs SET state=?, reason=?, exit_code=?, signal=?,"
+            " attempts=COALESCE(?, attempts),"
+            " started_at=CASE WHEN ? IS NOT NULL THEN ? ELSE started_at END,"
+            " ended_at=?,"
+            " progress=CASE WHEN ? IS NOT NULL THEN NULL ELSE progress END"
+            " WHERE workflow_id=? AND name=?",
+            (
+                (t.new, t.reason, t.exit_code, t.signal, t.attempts, t.attempts, t.at,
+                 t.at if t.new in TERMINAL else None, t.attempts, t.workflow_id, t.job)
+                for t in batch.transitions
+            ),
+        )  # fmt: skip
+    if batch.attempts:
+        db.executemany(
+            "INSERT OR REPLACE INTO attempts VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                (a.workflow_id, a.job, a.attempt, a.host, a.run_dir, a.started_at, a.pid,
+                 a.ended_at, a.exit_code, a.signal, a.reason, a.log_offset)
+                for a in batch.attempts
+            ),
+        )  # fmt: skip
+    if batch.notes:
+        db.executemany(
+            "UPDATE jobs SET reason=? WHERE workflow_id=? AND name=?",
+            ((n.reason, n.workflow_id, n.job) for n in batch.notes),
+        )
+    if batch.progress:
+        db.executemany(
+            "UPDATE jobs SET progress=COALESCE(?, progress), message=COALESCE(?, message)"
+            " WHERE workflow_id=? AND name=?",
+            ((p.percent, p.message, p.workflow_id, p.job) for p in batch.progress),
+        )
+        db.executemany(
+            "UPDATE attempts SET log_offset=? WHERE workflow_id=? AND job=? AND attempt=?",
+            ((p.log_offset, p.workflow_id, p.job, p.attempt) for p in batch.progress),
+        )
+    if batch.workflows:
+        db.executemany(
+            "UPDATE workflows SET state=?, updated_at=? WHERE id=?",
+            ((w.new, w.at, w.workflow_id) for w in batch.workflows),
+        )
+    # Every change above is also one row of history, all inserted at once.
+    db.executemany(
+        "INSERT INTO events (workflow_id, job, at, old, new, reason) VALUES (?,?,?,?,?,?)",
+        _event_rows(batch),
+    )
 
 
 def _event_rows(batch: Batch) -> Iterator[tuple[Any, ...]]:
