@@ -16,11 +16,13 @@ Clients talk to it over an abstract Unix socket (no file to go stale) in JSON li
 check that the other runs as the same user. Requests, answered in order:
 
     {"op": "spawn", "key", "dir", "argv", "env", "files": [[src, name], ...]}
-        -> {"op": "started", "key", "pid"} or {"op": "claimed", "key"}
+        -> {"op": "started", "key", "pid"}, {"op": "claimed", "key"} (it must never run)
+           or {"op": "error", "key", "message"} (its run directory could not be made)
     {"op": "watch", "key"}         -> {"op": "watching", "key", "pid"} or {"op": "unknown", "key"}
 
 and every client is told of every end: {"op": "exited", "key", "code"}, sent after the exit
-record is written. Run as ``python -m ccd.executors.shepherd NAME READY_FD``.
+record is written. Started as ``python3 -I -S shepherd.py NAME READY_FD`` (standard library
+only); it forks away from its starter and writes a line to READY_FD once it listens.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import hashlib
 import json
 import os
 import selectors
@@ -61,8 +64,6 @@ _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 def socket_name(runs_root: str) -> str:
     """The shepherd's name for a state dir's ``runs`` directory: its socket's abstract address
     without the leading NUL (which cannot be passed on a command line)."""
-    import hashlib
-
     digest = hashlib.sha256(os.fsencode(runs_root)).hexdigest()[:32]
     return f"ccd-shepherd-{os.getuid()}-{digest}"
 
@@ -87,7 +88,7 @@ class _Job:
     key: str
     pid: int
     pidfd: int
-    status_fd: int
+    status: Path
 
 
 @dataclass(slots=True)
@@ -207,19 +208,22 @@ class Shepherd:
             return {"op": "claimed", "key": key}, False
         env = self._base_env.copy()
         env.update((os.fsencode(k), os.fsencode(v)) for k, v in request["env"].items())
-        pid = self._start(run_dir, request["argv"], env)
-        pidfd = None
-        if pid is not None:
-            # No ticks= (reading /proc/PID/stat while the job execs costs more than the rest
-            # of a start): the job is ours until we reap it, and after a crash its identity
-            # is checked against this uptime stamp (see local.same_process).
-            start = f"start pid={pid} host={self._host} uptime={uptime_s():.2f}\n"
-            os.write(status_fd, start.encode())
-            pidfd = _pidfd_or_kill(pid)
-        if pid is None or pidfd is None:
-            _record_exit(status_fd, 127)
-            return {"op": "started", "key": key, "pid": pid}, True
-        job = _Job(key, pid, pidfd, status_fd)
+        # Closed once the start is recorded: only a pidfd is held per running job.
+        with os.fdopen(status_fd, "wb", buffering=0) as status:
+            pid = self._start(run_dir, request["argv"], env)
+            pidfd = None
+            if pid is not None:
+                # No ticks= (reading /proc/PID/stat while the job execs costs more than the
+                # rest of a start): the job is ours until we reap it, and after a crash its
+                # identity is checked against this uptime stamp (see local.same_process).
+                status.write(
+                    f"start pid={pid} host={self._host} uptime={uptime_s():.2f}\n".encode()
+                )
+                pidfd = _pidfd_or_kill(pid)
+            if pid is None or pidfd is None:
+                status.write(_exit_record(127))
+                return {"op": "started", "key": key, "pid": pid}, True
+        job = _Job(key, pid, pidfd, run_dir / STATUS_NAME)
         self._jobs[key] = job
         self._selector.register(pidfd, selectors.EVENT_READ, functools.partial(self._reap, job))
         return {"op": "started", "key": key, "pid": pid}, False
@@ -268,7 +272,8 @@ class Shepherd:
         code = os.waitstatus_to_exitcode(wait_status)
         if code < 0:
             code = 128 - code  # killed by signal N: 128+N, as sh reports it
-        _record_exit(job.status_fd, code)
+        with job.status.open("ab", buffering=0) as status:
+            status.write(_exit_record(code))
         self._selector.unregister(pidfd)
         os.close(pidfd)
         del self._jobs[job.key]
@@ -279,9 +284,8 @@ class Shepherd:
             self._send(client, {"op": "exited", "key": key, "code": code})
 
 
-def _record_exit(status_fd: int, code: int) -> None:
-    os.write(status_fd, f"exit code={code} uptime={uptime_s():.2f}\n".encode())
-    os.close(status_fd)
+def _exit_record(code: int) -> bytes:
+    return f"exit code={code} uptime={uptime_s():.2f}\n".encode()
 
 
 def _prepare(run_dir: Path, files: list[list[str]]) -> int | None:
@@ -354,6 +358,7 @@ def main(argv: list[str]) -> None:
     if os.fork() != 0:
         # The starter reaps this process; the shepherd itself is nobody's child to wait for.
         os._exit(0)
+
     os.write(ready_fd, b"ready\n")
     os.close(ready_fd)
     Shepherd(listener).run()
