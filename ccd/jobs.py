@@ -6,16 +6,15 @@ from __future__ import annotations
 import functools
 import shutil
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from ccd.executors.base import Launch
-from ccd.hosts import FAILURE_CLASSES, Resources
-from ccd.models import JobState
+from ccd.hosts import Resources
 from ccd.spec import JobSpec, WorkflowSpec
-from ccd.store import JobRecord, WorkflowRecord
+from ccd.store import JobRecord, NewJob, WorkflowRecord
 
 INLINE_SCRIPT = "run.sh"  # the file an inline `run:` command is written to in the run dir
 SNAPSHOT_DIR = ".scripts"  # job names cannot start with ".", so this never clashes with one
@@ -55,25 +54,16 @@ def snapshot_files(workflow_dir: Path, spec: WorkflowSpec) -> dict[str, Snapshot
     }
 
 
-def job_record(wf_id: str, job: JobSpec, snapshot: Snapshot | None) -> JobRecord:
-    """The row stored for a job; snapshots replace the script's and inputs' original paths."""
+def new_job(job: JobSpec) -> NewJob:
+    """What a submit stores of a job (as it will run: see `with_snapshot`). Only the fields
+    that differ from a JobSpec's defaults are kept: a big workflow's jobs are mostly
+    defaults, and each key costs time at submit (a 100k-job workflow stores 100k of these)."""
     spec = {
-        "kind": job.kind,
-        "run": job.run,
-        "script": str(snapshot.script) if snapshot and snapshot.script else None,
-        "args": list(job.args),
-        "env": dict(job.env),
-        "needs": list(job.needs),
-        "retries": job.retries,
-        "timeout_s": job.timeout_s,
-        "python": job.python,
-        "inputs": [str(p) for p in snapshot.inputs] if snapshot else [],
-        "outputs": list(job.outputs),
-        "resources": _resources_json(job.resources),
-        "retry_on": sorted(job.retry_on),
-        "on_retry": dict(job.on_retry),
+        key: encode(value)
+        for key, default, encode, _ in _STORED
+        if (value := getattr(job, key)) != default
     }
-    return JobRecord(wf_id, job.name, JobState.WAITING, job.host, spec)
+    return NewJob(job.name, job.host, spec)
 
 
 def with_snapshot(job: JobSpec, snapshot: Snapshot | None) -> JobSpec:
@@ -85,38 +75,47 @@ def with_snapshot(job: JobSpec, snapshot: Snapshot | None) -> JobSpec:
 
 
 def job_spec(rec: JobRecord) -> JobSpec:
-    """The JobSpec back from a stored row."""
-    s = rec.spec
-    return JobSpec(
-        name=rec.name,
-        kind=s["kind"],
-        run=s["run"],
-        script=Path(s["script"]) if s["script"] else None,
-        args=tuple(s["args"]),
-        env=s["env"],
-        needs=tuple(s["needs"]),
-        host=rec.host,
-        retries=s["retries"],
-        timeout_s=s["timeout_s"],
-        python=s["python"],
-        inputs=tuple(s.get("inputs", ())),
-        outputs=tuple(s.get("outputs", ())),
-        resources=_resources_of(s.get("resources")),
-        retry_on=frozenset(s.get("retry_on", FAILURE_CLASSES)),
-        on_retry=s.get("on_retry", {}),
-    )
+    """The JobSpec back from a stored row: the defaults, overridden by the stored fields."""
+    stored = {key: _DECODE[key](value) for key, value in rec.spec.items()}
+    return replace(_BLANK, name=rec.name, host=rec.host, **stored)
 
 
-def _resources_json(resources: Resources | None) -> dict[str, Any] | None:
-    if resources is None:
-        return None
+def _as_is(value: Any) -> Any:
+    return value
+
+
+def _resources_json(resources: Resources) -> dict[str, Any]:
     return {f.name: getattr(resources, f.name) for f in fields(resources)}
 
 
-def _resources_of(data: dict[str, Any] | None) -> Resources | None:
-    if data is None:
-        return None
+def _resources_of(data: dict[str, Any]) -> Resources:
     return Resources(**{**data, "sbatch_args": tuple(data.get("sbatch_args", ()))})
+
+
+_BLANK = JobSpec("", "shell")  # the defaults that stored jobs leave out
+
+# (JobSpec field, its default, to JSON, from JSON) for every stored field; json writes
+# tuples as lists. The name and host have columns of their own; the line is not kept.
+_STORED: tuple[tuple[str, Any, Callable[[Any], Any], Callable[[Any], Any]], ...] = tuple(
+    (key, getattr(_BLANK, key), encode, decode)
+    for key, encode, decode in (
+        ("kind", _as_is, _as_is),
+        ("run", _as_is, _as_is),
+        ("script", str, Path),
+        ("args", _as_is, tuple),
+        ("env", dict, _as_is),  # a MappingProxyType is not JSON
+        ("needs", _as_is, tuple),
+        ("retries", _as_is, _as_is),
+        ("timeout_s", _as_is, _as_is),
+        ("python", _as_is, _as_is),
+        ("inputs", _as_is, tuple),
+        ("outputs", _as_is, tuple),
+        ("resources", _resources_json, _resources_of),
+        ("retry_on", sorted, frozenset),
+        ("on_retry", dict, _as_is),
+    )
+)
+_DECODE = {key: decode for key, _, _, decode in _STORED}
 
 
 def launch_for(

@@ -24,9 +24,9 @@ from ccd.commit import Committer
 from ccd.errors import CcdError, NotFound
 from ccd.executors.base import Executor, Handle
 from ccd.jobs import (
-    job_record,
     job_spec,
     launch_for,
+    new_job,
     snapshot_files,
     spec_of_records,
     with_snapshot,
@@ -125,22 +125,19 @@ class Scheduler:
         while wf_id in self.workflows:
             wf_id = new_workflow_id()
         snapshots = await asyncio.to_thread(snapshot_files, self._runs_root / wf_id, spec)
-        with gc_paused():
-            records = [job_record(wf_id, j, snapshots.get(j.name)) for j in spec.jobs.values()]
+        # The specs as parsed (with snapshot paths), not rebuilt from the rows stored.
+        jobs = [with_snapshot(job, snapshots.get(job.name)) for job in spec.jobs.values()]
         at = time.time()
         await self._store.put_workflow(
             WorkflowRecord(
                 wf_id, spec.name, str(spec.source), str(spec.base_dir), WorkflowState.RUNNING,
                 fail_fast, request_id, at, at,
             ),
-            records,
+            (new_job(job) for job in jobs),  # each row made as it is written
             spec.edges(),
         )  # fmt: skip
-        # The specs as parsed (with snapshot paths), not rebuilt from the rows just stored.
         with gc_paused():
-            jobs = [(with_snapshot(job, snapshots.get(job.name)), JobState.WAITING, 0)
-                    for job in spec.jobs.values()]  # fmt: skip
-            run = self._load(wf_id, spec, fail_fast, jobs)
+            run = self._load(wf_id, spec, fail_fast, [(job, JobState.WAITING, 0) for job in jobs])
         log.info("workflow_submitted", workflow=wf_id, name=spec.name, jobs=len(run.jobs))
         self._make_ready(run.jobs.values())
         self._kick()

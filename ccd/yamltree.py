@@ -97,37 +97,42 @@ class _Builder:
         self.roots: list[Node] = []
 
     def run(self, get_event: Callable[[], Any]) -> Node | None:
-        scalar, alias = yaml.ScalarEvent, yaml.AliasEvent
-        starts = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
-        ends = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
-        stack, keys = self.stack, self.keys
-        while (event := get_event()) is not None and type(event) is not yaml.StreamEndEvent:
+        scalar, alias, stream_end = yaml.ScalarEvent, yaml.AliasEvent, yaml.StreamEndEvent
+        map_start, seq_start = yaml.MappingStartEvent, yaml.SequenceStartEvent
+        map_end, seq_end = yaml.MappingEndEvent, yaml.SequenceEndEvent
+        stack, keys, roots = self.stack, self.keys, self.roots
+        while True:  # the kinds tested in the order of how often they come
+            event = get_event()
             kind = type(event)
             if kind is scalar:
                 node: Node = Scalar(event.value, event.start_mark.line + 1, event.implicit[0])
                 if event.anchor is not None:
                     self.anchors[event.anchor] = node
-            elif kind in starts:
+            elif kind is map_end or kind is seq_end:
+                node = self.close()
+            elif kind is map_start or kind is seq_start:
                 self.open(event)
                 continue
-            elif kind in ends:
-                node = self.close()
             elif kind is alias:
                 node = self.alias(event)
-            else:
+            elif kind is stream_end or event is None:
+                break
+            else:  # the stream's and documents' starts and ends
                 continue
-            top = stack[-1] if stack else None
-            if type(top) is Seq:
+            if not stack:
+                roots.append(node)
+                continue
+            top = stack[-1]
+            if isinstance(top, Seq):
                 top.items.append(node)
-            elif type(top) is not Map:
-                self.roots.append(node)
-            elif keys[-1] is None:
+            elif (key := keys[-1]) is None:
                 keys[-1] = node
             else:
-                self.add(top, node)
-        if len(self.roots) > 1:
-            self.ctx.add(self.roots[1].line, "expected one YAML document, found more")
-        return self.roots[0] if self.roots else None
+                keys[-1] = None
+                self.add(top, key, node)
+        if len(roots) > 1:
+            self.ctx.add(roots[1].line, "expected one YAML document, found more")
+        return roots[0] if roots else None
 
     def open(self, event: Any) -> None:
         line = event.start_mark.line + 1
@@ -137,11 +142,8 @@ class _Builder:
         if event.anchor is not None:
             self.open_anchors[id(node)] = event.anchor
 
-    def add(self, top: Map, value: Node) -> None:
-        key = self.keys[-1]
-        self.keys[-1] = None
+    def add(self, top: Map, key: Node, value: Node) -> None:
         if type(key) is not Scalar:
-            assert key is not None
             self.ctx.add(key.line, "mapping keys must be plain strings")
         elif key.plain and key.value == "<<":
             self.merges.setdefault(id(top), []).append(value)
@@ -153,9 +155,11 @@ class _Builder:
     def close(self) -> Node:
         node = self.stack.pop()
         self.keys.pop()
-        if id(node) in self.merges:
+        # each test first asks whether there is anything at all: usually there is not
+        if self.merges and id(node) in self.merges:
             self.merge(node, self.merges.pop(id(node)))
-        if id(node) in self.open_anchors:  # registered when complete: no recursive data
+        if self.open_anchors and id(node) in self.open_anchors:
+            # registered when complete: no recursive data
             self.anchors[self.open_anchors.pop(id(node))] = node
         return node
 

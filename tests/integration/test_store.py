@@ -13,7 +13,7 @@ from ccd.store import (
     SCHEMA_VERSION,
     AttemptRecord,
     Batch,
-    JobRecord,
+    NewJob,
     ProgressUpdate,
     Store,
     Transition,
@@ -29,7 +29,7 @@ def _wf(wid: str = "w1", request_id: str | None = None) -> WorkflowRecord:
 
 async def _store_with_workflow(tmp_path: Path) -> Store:
     store = await Store.open(tmp_path / "ccd.db")
-    jobs = [JobRecord("w1", n, JobState.WAITING, "local", {"k": n}) for n in ("a", "b")]
+    jobs = [NewJob(n, "local", {"k": n}) for n in ("a", "b")]
     await store.put_workflow(_wf(request_id="req-1"), jobs, [("a", "b")])
     return store
 

@@ -1,12 +1,17 @@
-"""A job's command line and escalated resources per attempt (pure)."""
+"""A job's command line, escalated resources per attempt, and stored form (pure)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
+
 from ccd.hosts import Resources
-from ccd.jobs import argv, launch_for
+from ccd.jobs import argv, job_spec, launch_for, new_job
+from ccd.models import JobState
 from ccd.spec import JobSpec
+from ccd.store import JobRecord
 
 
 def test_on_retry_escalates_each_retry() -> None:
@@ -30,3 +35,27 @@ def test_command_lines_keep_names_from_reading_as_options(tmp_path: Path) -> Non
     assert argv(JobSpec("b", "shell", run="true"), "run.sh") == (".", "./run.sh")
     assert argv(JobSpec("c", "py", script=tmp_path / "c.py", python="python3.11"), "c.py") == (
         "python3.11", "./c.py")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "job",
+    [
+        JobSpec("plain", "shell", run="true"),
+        JobSpec("nothing_retried", "shell", run="true", retry_on=frozenset()),
+        JobSpec("full", "py", script=Path("/s/x.py"), args=("-v",), env={"A": "1"},
+                needs=("a", "b"), host="hpc", retries=2, timeout_s=90.0, python="python3.11",
+                inputs=("/s/in.txt",), outputs=("*.out",),
+                resources=Resources(cpus=2, mem_kib=1024, sbatch_args=("--exclusive",)),
+                retry_on=frozenset({"timeout", "node_fail"}), on_retry={"mem": 2.0}),
+    ],
+    ids=lambda job: job.name,
+)  # fmt: skip
+def test_a_stored_job_reads_back_as_it_was(job: JobSpec) -> None:
+    row = new_job(job)
+    stored = json.loads(json.dumps(row.spec))  # what the jobs table keeps
+    assert job_spec(JobRecord("wf", row.name, JobState.WAITING, row.host, stored)) == job
+
+
+def test_a_stored_job_keeps_only_what_differs_from_the_defaults() -> None:
+    job = JobSpec("j", "shell", run="true", needs=("a",))
+    assert new_job(job).spec == {"run": "true", "needs": ("a",)}
