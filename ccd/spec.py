@@ -310,7 +310,8 @@ def _job(
         options["inputs"] = reader.opt(fields, "inputs", lambda n: as_inputs(n, base_dir)) or ()
     if "needs" in options:
         needs_at.append((name, options["needs"]))
-        options["needs"] = tuple(dict.fromkeys([parent for parent, _ in options["needs"]]))
+        # dict() of the (parent, line) pairs: the parents in file order, without repeats
+        options["needs"] = tuple(dict(options["needs"]))
     if options["host"] not in hosts:
         reader.add(fields["host"].line, unknown("unknown host", options["host"], hosts), "host")
     options["resources"] = _resources(reader, fields, d.resources, hosts.get(options["host"]))
