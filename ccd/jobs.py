@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from ccd.executors.base import Launch
@@ -92,7 +93,9 @@ def _resources_of(data: dict[str, Any]) -> Resources:
     return Resources(**{**data, "sbatch_args": tuple(data.get("sbatch_args", ()))})
 
 
-_BLANK = JobSpec("", "shell")  # the defaults that stored jobs leave out
+# The defaults that stored jobs leave out. Its mappings are read-only: every job read
+# back without an env or on_retry shares them.
+_BLANK = JobSpec("", "shell", env=MappingProxyType({}), on_retry=MappingProxyType({}))
 
 # (JobSpec field, its default, to JSON, from JSON) for every stored field; json writes
 # tuples as lists. The name and host have columns of their own; the line is not kept.
