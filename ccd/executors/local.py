@@ -137,6 +137,9 @@ class LocalExecutor:
         self.host = host
         self._watches: dict[str, _Watch] = {}
         self._links: dict[Path, ShepherdLink] = {}
+        # Final log sizes of attempts that just ended: the last read of a log that was read
+        # to its end (or is empty) needs no open().
+        self._final_log_sizes: dict[str, int] = {}
         self._link_lock = asyncio.Lock()
 
     @classmethod
@@ -207,6 +210,9 @@ class LocalExecutor:
                 os.killpg(pid, signum)
 
     async def read_log(self, handle: Handle, offset: int) -> bytes:
+        final_size = self._final_log_sizes.pop(_key(handle), None)
+        if final_size is not None and offset >= final_size:
+            return b""
         return _read_bytes(handle.run_dir / LOG_NAME, offset, READ_LOG_MAX_BYTES)
 
     async def reattach(self, launch: Launch) -> Handle | None:
@@ -228,6 +234,7 @@ class LocalExecutor:
         for link in self._links.values():
             await link.close()
         self._links.clear()
+        self._final_log_sizes.clear()
         for watch in self._watches.values():
             _unwatch_pidfd(watch)
             # Nobody will resolve these any more; waiters must not hang on a closed executor.
@@ -286,10 +293,12 @@ class LocalExecutor:
         _unwatch_pidfd(watch)
         _resolve(watch, None)
 
-    def _on_exit(self, key: str, code: int) -> None:
+    def _on_exit(self, key: str, code: int, log_size: int | None) -> None:
         watch = self._watches.get(key)
         if watch is not None and watch.link is not None:
             watch.link = None
+            if log_size is not None:
+                self._final_log_sizes[key] = log_size
             _resolve(watch, code)
 
     def _on_lost(self, link: ShepherdLink) -> None:

@@ -20,9 +20,10 @@ check that the other runs as the same user. Requests, answered in order:
            or {"op": "error", "key", "message"} (its run directory could not be made)
     {"op": "watch", "key"}         -> {"op": "watching", "key", "pid"} or {"op": "unknown", "key"}
 
-and every client is told of every end: {"op": "exited", "key", "code"}, sent after the exit
-record is written. Started as ``python3 -I -S shepherd.py NAME READY_FD`` (standard library
-only); it forks away from its starter and writes a line to READY_FD once it listens.
+and every client is told of every end: {"op": "exited", "key", "code", "log": size in bytes},
+sent after the exit record is written. Started as ``python3 -I -S shepherd.py NAME READY_FD``
+(standard library only); it forks away from its starter and writes a line to READY_FD once it
+listens.
 """
 
 from __future__ import annotations
@@ -185,7 +186,7 @@ class Shepherd:
             answer, failed = self._spawn(request)
             self._send(client, answer)
             if failed:  # it could not start: it has ended, and the answer went first
-                self._broadcast(answer["key"], 127)
+                self._broadcast(answer["key"], 127, None)
         elif op == "watch":
             job = self._jobs.get(request["key"])
             if job is None:
@@ -268,6 +269,8 @@ class Shepherd:
             os.chdir("/")
 
     def _reap(self, job: _Job, pidfd: Any) -> None:
+        """Record how a job ended and tell every client, with its log's final size (so that
+        a client that has read that much need not open the log again)."""
         _, wait_status = os.waitpid(job.pid, 0)
         code = os.waitstatus_to_exitcode(wait_status)
         if code < 0:
@@ -277,11 +280,15 @@ class Shepherd:
         self._selector.unregister(pidfd)
         os.close(pidfd)
         del self._jobs[job.key]
-        self._broadcast(job.key, code)
+        try:
+            log_size = (job.status.parent / LOG_NAME).stat().st_size
+        except OSError:
+            log_size = None
+        self._broadcast(job.key, code, log_size)
 
-    def _broadcast(self, key: str, code: int) -> None:
+    def _broadcast(self, key: str, code: int, log_size: int | None) -> None:
         for client in list(self._clients.values()):
-            self._send(client, {"op": "exited", "key": key, "code": code})
+            self._send(client, {"op": "exited", "key": key, "code": code, "log": log_size})
 
 
 def _exit_record(code: int) -> bytes:

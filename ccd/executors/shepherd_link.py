@@ -16,7 +16,8 @@ from typing import Any
 from ccd.errors import ExecutorError
 from ccd.executors import shepherd
 
-ExitListener = Callable[[str, int], None]  # (key, exit code) for every attempt that ends
+# (key, exit code, final log size or None) for every attempt that ends
+ExitListener = Callable[[str, int, int | None], None]
 # How often a connection is retried when the shepherd it reached was just exiting.
 _CONNECT_TRIES = 3
 _ANSWER_LIMIT = 1 << 20
@@ -95,7 +96,7 @@ class ShepherdLink:
             while line := await self._reader.readline():
                 message = json.loads(line)
                 if message["op"] == "exited":
-                    self._on_exit(message["key"], message["code"])
+                    self._on_exit(message["key"], message["code"], message["log"])
                 else:
                     self._answers.popleft().set_result(message)
         except (OSError, ValueError, KeyError, IndexError):
