@@ -52,6 +52,24 @@ async def test_diamond_runs_in_dependency_order(write_workflow, engine_for, tmp_
     assert all(jobs[n]["state"] == "succeeded" and jobs[n]["exit_code"] == 0 for n in "abcd")
 
 
+async def test_a_submitted_workflow_reads_back_from_the_store(write_workflow, engine_for) -> None:
+    spec = load_text(
+        write_workflow,
+        """
+        defaults: {retries: 2, timeout: 1m}
+        jobs:
+          a: {run: 'true', env: {X: '1'}}
+          b: {run: 'true', needs: [a], args: [-v], retry_on: [timeout]}
+          c: {run: 'true', needs: [b, a], outputs: ['*.out'], on_retry: {time: x2}}
+    """,
+    )
+    engine: Engine = await engine_for(spec, Limits(max_jobs=0))  # nothing runs
+    wf_id = await engine.scheduler.submit(spec)
+    stored = await engine.scheduler.stored_spec(wf_id)
+    assert stored.jobs == {n: dataclasses.replace(j, line=None) for n, j in spec.jobs.items()}
+    assert await engine.store.list_edges(wf_id) == sorted(spec.edges())
+
+
 async def test_every_transition_is_recorded_as_an_event(write_workflow, engine_for) -> None:
     spec = load_text(
         write_workflow,
