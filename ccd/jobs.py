@@ -107,7 +107,7 @@ _STORED: tuple[tuple[str, Any, Callable[[Any], Any], Callable[[Any], Any]], ...]
         ("script", str, Path),
         ("args", _as_is, tuple),
         ("env", dict, _as_is),  # a MappingProxyType is not JSON
-        ("needs", _as_is, tuple),  # the store's edges view reads this key
+        ("needs", _as_is, tuple),
         ("retries", _as_is, _as_is),
         ("timeout_s", _as_is, _as_is),
         ("python", _as_is, _as_is),

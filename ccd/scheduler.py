@@ -134,6 +134,7 @@ class Scheduler:
                 fail_fast, request_id, at, at,
             ),
             (new_job(job) for job in jobs),  # each row made as it is written
+            spec.iter_edges(),
         )  # fmt: skip
         with gc_paused():
             run = self._load(wf_id, spec, fail_fast, [(job, JobState.WAITING, 0) for job in jobs])

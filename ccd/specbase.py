@@ -9,7 +9,7 @@ both format readers can use them without importing each other.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
@@ -93,7 +93,12 @@ class WorkflowSpec:
 
     def edges(self) -> list[tuple[str, str]]:
         """(parent, child) pairs."""
-        return [(parent, job.name) for job in self.jobs.values() for parent in job.needs]
+        return list(self.iter_edges())
+
+    def iter_edges(self) -> Iterator[tuple[str, str]]:
+        """(parent, child) pairs, made as they are taken: storing 100k jobs' edges one by
+        one leaves the garbage collector nothing to scan, where a list of them would not."""
+        return ((parent, job.name) for job in self.jobs.values() for parent in job.needs)
 
 
 # --- names -------------------------------------------------------------------------------

@@ -91,17 +91,8 @@ CREATE INDEX events_by_workflow ON events(workflow_id, id);
 # No query reads jobs by state, and keeping this index cost a 100,000-job submit ~0.5 s.
 _DROP_JOBS_UNFINISHED = "DROP INDEX jobs_unfinished;"
 
-# Each job's spec already lists its parents ("needs", in file order): a table of the edges
-# said nothing new, and writing its 200k rows cost a 100,000-job submit ~0.6 s.
-_EDGES_FROM_NEEDS = """
-DROP TABLE edges;
-CREATE VIEW edges (workflow_id, parent, child) AS
-    SELECT jobs.workflow_id, needs.value, jobs.name
-    FROM jobs, json_each(jobs.spec, '$.needs') AS needs;
-"""
-
 # MIGRATIONS[i] takes the schema from version i to i + 1. Append, never edit.
-MIGRATIONS: list[str] = [_SCHEMA_V1, _DROP_JOBS_UNFINISHED, _EDGES_FROM_NEEDS]
+MIGRATIONS: list[str] = [_SCHEMA_V1, _DROP_JOBS_UNFINISHED]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -141,8 +132,7 @@ class NewJob(NamedTuple):
 
     name: str
     host: str
-    spec: dict[str, Any]  # JSON-able: what the engine needs to run it after a restart;
-    # its parents, if any, as a list under "needs" (the edges view reads them there)
+    spec: dict[str, Any]  # JSON-able: what the engine needs to run it after a restart
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,8 +290,10 @@ class Store:
 
     # -- writes ---------------------------------------------------------------------------
 
-    async def put_workflow(self, wf: WorkflowRecord, jobs: Iterable[NewJob]) -> None:
-        """Insert a workflow with all its jobs, atomically (its edges are the jobs' needs)."""
+    async def put_workflow(
+        self, wf: WorkflowRecord, jobs: Iterable[NewJob], edges: Iterable[tuple[str, str]]
+    ) -> None:
+        """Insert a workflow with all its jobs and edges, atomically."""
 
         async def body() -> None:
             await self._conn.execute(
@@ -315,6 +307,9 @@ class Store:
                     (wf.id, name, seq, JobState.WAITING, host, _to_json(spec))
                     for seq, (name, host, spec) in enumerate(jobs)
                 ),
+            )
+            await self._conn.executemany(
+                "INSERT INTO edges VALUES (?,?,?)", ((wf.id, p, c) for p, c in edges)
             )
             await self._conn.execute(
                 "INSERT INTO events (workflow_id, at, new, reason) VALUES (?,?,?,?)",
@@ -367,8 +362,7 @@ class Store:
 
     async def list_edges(self, workflow_id: str) -> list[tuple[str, str]]:
         async with self._conn.execute(
-            "SELECT parent, child FROM edges WHERE workflow_id=? ORDER BY parent, child",
-            (workflow_id,),
+            "SELECT parent, child FROM edges WHERE workflow_id=?", (workflow_id,)
         ) as cur:
             return [(str(p), str(c)) for p, c in await cur.fetchall()]
 

@@ -29,8 +29,8 @@ def _wf(wid: str = "w1", request_id: str | None = None) -> WorkflowRecord:
 
 async def _store_with_workflow(tmp_path: Path) -> Store:
     store = await Store.open(tmp_path / "ccd.db")
-    jobs = [NewJob("a", "local", {"k": "a"}), NewJob("b", "local", {"k": "b", "needs": ["a"]})]
-    await store.put_workflow(_wf(request_id="req-1"), jobs)
+    jobs = [NewJob(n, "local", {"k": n}) for n in ("a", "b")]
+    await store.put_workflow(_wf(request_id="req-1"), jobs, [("a", "b")])
     return store
 
 
@@ -121,7 +121,7 @@ async def test_duplicate_workflow_is_rejected_atomically(tmp_path: Path) -> None
     store = await _store_with_workflow(tmp_path)
     try:
         with pytest.raises(aiosqlite.IntegrityError):
-            await store.put_workflow(_wf("w2", request_id="req-1"), [])
+            await store.put_workflow(_wf("w2", request_id="req-1"), [], [])
         with pytest.raises(NotFound):
             await store.get_workflow("w2")
     finally:
