@@ -76,8 +76,14 @@ def with_snapshot(job: JobSpec, snapshot: Snapshot | None) -> JobSpec:
 
 
 def job_spec(rec: JobRecord) -> JobSpec:
-    """The JobSpec back from a stored row: the defaults, overridden by the stored fields."""
-    stored = {key: _DECODE[key](value) for key, value in rec.spec.items()}
+    """The JobSpec back from a stored row: the defaults, overridden by the stored fields.
+    Nulls and unknown keys are skipped, so rows written with every field (as before schema
+    v2) read back too."""
+    stored = {
+        key: _DECODE[key](value)
+        for key, value in rec.spec.items()
+        if value is not None and key in _DECODE
+    }
     return replace(_BLANK, name=rec.name, host=rec.host, **stored)
 
 

@@ -59,3 +59,11 @@ def test_a_stored_job_reads_back_as_it_was(job: JobSpec) -> None:
 def test_a_stored_job_keeps_only_what_differs_from_the_defaults() -> None:
     job = JobSpec("j", "shell", run="true", needs=("a",))
     assert new_job(job).spec == {"run": "true", "needs": ("a",)}
+
+
+def test_a_row_with_every_field_and_unknown_keys_reads_back() -> None:
+    # As rows were written before schema v2: every field, nulls included, plus the line.
+    row = {"kind": "shell", "run": "true", "script": None, "timeout_s": None, "needs": ["a"],
+           "retries": 0, "line": 7, "added_by_a_later_version": 1}  # fmt: skip
+    job = job_spec(JobRecord("wf", "j", JobState.WAITING, "local", row))
+    assert job == JobSpec("j", "shell", run="true", needs=("a",))
