@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import fcntl
 import os
+import pwd
 import re
 import shlex
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,3 +185,28 @@ def _serve(directory: Path, port: int) -> Iterator[Sshd]:
     )
     _script("sshd-down.sh", directory, port)
     shutil.rmtree(local_runs, ignore_errors=True)
+
+
+PEER_USER = "ccdpeer"
+
+
+@pytest.fixture(scope="session")
+def peer_user() -> str:
+    """An unprivileged user for the peer-uid tests, created here if missing."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("the peer-uid tests need root to create a user; CI runs as root")
+        pytest.skip("needs root to create a second user")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            pwd.getpwnam(PEER_USER)
+            return PEER_USER
+        except KeyError:
+            pass
+        # Another test worker may be adding it at the same moment (useradd then fails to
+        # lock /etc/passwd): try again until it exists.
+        subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                        PEER_USER], check=False, capture_output=True)  # fmt: skip
+        if time.monotonic() > deadline:
+            pytest.fail(f"could not create the user {PEER_USER}")

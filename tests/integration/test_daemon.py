@@ -21,8 +21,6 @@ import pytest
 from ccd.client import ApiError, Client
 from tests.integration.daemon_fixture import DaemonProcess, wait_for
 
-PEER_USER = "ccdpeer"
-
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
@@ -296,21 +294,6 @@ def test_client_without_daemon_says_how_to_start_it(tmp_path: Path) -> None:
                             text=True, env=env, timeout=30)  # fmt: skip
     assert result.returncode == 1
     assert "ccd is not running" in result.stderr and "systemctl --user start ccd" in result.stderr
-
-
-@pytest.fixture(scope="module")
-def peer_user() -> str:
-    """An unprivileged user for the peer-uid test, created here if missing."""
-    if os.geteuid() != 0:
-        if os.environ.get("CI"):
-            pytest.fail("the peer-uid test needs root to create a user; CI runs as root")
-        pytest.skip("needs root to create a second user")
-    try:
-        pwd.getpwnam(PEER_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                        PEER_USER], check=True)  # fmt: skip
-    return PEER_USER
 
 
 def _probe_as(user: str, sock_path: Path) -> str:

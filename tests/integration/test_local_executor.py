@@ -4,14 +4,17 @@ and the status-file parser."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
+import pwd
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
 import nbformat
@@ -21,12 +24,14 @@ import ccd
 from ccd.executors.base import (
     STATUS_NAME,
     WRAPPER_NAME,
+    Handle,
     Launch,
     StatusRecord,
     parse_status,
     wrapper_text,
 )
 from ccd.executors.local import LocalExecutor, local_boot_time, proc_start_ticks, same_process
+from ccd.executors.shepherd import address, socket_name
 from ccd.models import ExitStatus
 
 DEADLINE_S = 10.0
@@ -103,6 +108,11 @@ def runs(pid: int, comm: str) -> bool:
         return Path(f"/proc/{pid}/comm").read_text().strip() == comm
     except FileNotFoundError:
         return False
+
+
+def pid_of(handle: Handle) -> int:
+    assert handle.pid is not None
+    return handle.pid
 
 
 def parent_of(pid: int) -> int:
@@ -220,7 +230,7 @@ async def test_signals_end_the_job_and_are_recorded(
     launch = make_launch("exec sleep 300\n")
     handle = await executor.start(launch)
     assert handle.pid is not None
-    await eventually(lambda: runs(handle.pid, "sleep"), "the job to run")
+    await eventually(lambda: runs(pid_of(handle), "sleep"), "the job to run")
     await executor.signal(handle, signum)
     assert await executor.wait(handle) == ExitStatus(code=128 + signum, signal=signum)
 
@@ -357,7 +367,7 @@ async def test_signal_reattached_attempt(make_launch: MakeLaunch) -> None:
     first = LocalExecutor()
     handle = await first.start(launch)
     assert handle.pid is not None
-    await eventually(lambda: runs(handle.pid, "sleep"), "the job to run")
+    await eventually(lambda: runs(pid_of(handle), "sleep"), "the job to run")
     await first.close()
 
     second = LocalExecutor()
@@ -469,7 +479,7 @@ async def test_jobs_of_a_dead_shepherd_end_lost(
     launch = make_launch("exec sleep 300\n")
     handle = await executor.start(launch)
     assert handle.pid is not None
-    await eventually(lambda: runs(handle.pid, "sleep"), "the job to run")
+    await eventually(lambda: runs(pid_of(handle), "sleep"), "the job to run")
     os.kill(parent_of(handle.pid), signal.SIGKILL)
     # Orphaned, the job runs on, but nobody can collect its exit code any more.
     waiter = asyncio.create_task(executor.wait(handle))
@@ -479,6 +489,51 @@ async def test_jobs_of_a_dead_shepherd_end_lost(
     assert await waiter == ExitStatus(code=None, reason="lost")
     # The next job gets a new shepherd.
     assert await executor.wait(await executor.start(make_launch("exit 2\n"))) == ExitStatus(2)
+
+
+async def test_shepherd_refuses_another_user(
+    executor: LocalExecutor, make_launch: MakeLaunch, peer_user: str, tmp_path: Path
+) -> None:
+    running = make_launch("exec sleep 300\n")
+    handle = await executor.start(running)  # the shepherd listens now
+    name = socket_name(str(running.run_dir.parents[2]))
+    target = tmp_path / "runs" / "wf" / "evil" / "1"
+    request = {"op": "spawn", "key": "wf/evil/1", "dir": str(target),
+               "argv": ["touch", "pwned"], "env": {}, "files": []}  # fmt: skip
+    answer = await asyncio.to_thread(_ask_as, peer_user, address(name), request)
+    assert answer == b""  # hung up on without a word
+    assert not target.exists()
+    await executor.signal(handle, signal.SIGKILL)
+    assert (await executor.wait(handle)).signal == signal.SIGKILL  # we are still served
+
+
+def _ask_as(user: str, addr: str, request: Mapping[str, object]) -> bytes:
+    """In a child process running as ``user``, send ``request`` to the shepherd at ``addr``
+    and return what it answers before hanging up."""
+    entry = pwd.getpwnam(user)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgid(entry.pw_gid)
+            os.setuid(entry.pw_uid)
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(10)
+                s.connect(addr)
+                with contextlib.suppress(OSError):  # it may hang up before we finish
+                    s.sendall(json.dumps(request).encode() + b"\n")
+                try:
+                    answer = s.recv(4096)
+                except OSError:
+                    answer = b""
+            os.write(write_end, answer)
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        answer = pipe.read()
+    os.waitpid(pid, 0)
+    return answer
 
 
 async def test_many_concurrent_jobs(executor: LocalExecutor, make_launch: MakeLaunch) -> None:
