@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# An attempt's files in its run directory, for every backend (ccd.executors.base names them
+# from here: this module cannot import the ccd package).
 STATUS_NAME = "status"
 LOG_NAME = "log"
 # Until a first client connects, an idle shepherd waits this long before giving up.
