@@ -20,7 +20,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, NoReturn
@@ -210,3 +210,23 @@ def peer_user() -> str:
                         PEER_USER], check=False, capture_output=True)  # fmt: skip
         if time.monotonic() > deadline:
             pytest.fail(f"could not create the user {PEER_USER}")
+
+
+def as_user(user: str, probe: Callable[[], bytes]) -> bytes:
+    """Run ``probe`` in a child process that has dropped to ``user``'s uid and gid; what it
+    returns comes back through a pipe (the child exits at once, whatever happens)."""
+    entry = pwd.getpwnam(user)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgid(entry.pw_gid)
+            os.setuid(entry.pw_uid)
+            os.write(write_end, probe())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        answer = pipe.read()
+    os.waitpid(pid, 0)
+    return answer

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import random
 import shutil
 import signal
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from ccd.client import ApiError, Client
+from tests.integration.conftest import as_user
 from tests.integration.daemon_fixture import DaemonProcess, wait_for
 
 
@@ -297,32 +297,20 @@ def test_client_without_daemon_says_how_to_start_it(tmp_path: Path) -> None:
 
 
 def _probe_as(user: str, sock_path: Path) -> str:
-    """In a child process running as ``user``, ask the daemon for /health: "EACCES" if the
-    kernel refuses the connection, else the HTTP status the daemon answered."""
-    entry = pwd.getpwnam(user)
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: drop to the peer's uid, probe, report, exit at once
-        try:
-            os.setgid(entry.pw_gid)
-            os.setuid(entry.pw_uid)
-            with socket.socket(socket.AF_UNIX) as s:
-                s.settimeout(10)
-                try:
-                    s.connect(str(sock_path))
-                except PermissionError:
-                    answer = b"EACCES"
-                else:
-                    s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-                    answer = s.recv(4096).split(b" ")[1]
-            os.write(write_end, answer)
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        answer = pipe.read().decode()
-    os.waitpid(pid, 0)
-    return answer
+    """As ``user``, ask the daemon for /health: "EACCES" if the kernel refuses the
+    connection, else the HTTP status the daemon answered."""
+
+    def probe() -> bytes:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            try:
+                s.connect(str(sock_path))
+            except PermissionError:
+                return b"EACCES"
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            return s.recv(4096).split(b" ")[1]
+
+    return as_user(user, probe).decode()
 
 
 def test_peer_with_another_uid_is_refused(peer_user: str) -> None:

@@ -8,7 +8,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import pwd
 import signal
 import socket
 import subprocess
@@ -33,6 +32,7 @@ from ccd.executors.base import (
 from ccd.executors.local import LocalExecutor, local_boot_time, proc_start_ticks, same_process
 from ccd.executors.shepherd import address, socket_name
 from ccd.models import ExitStatus
+from tests.integration.conftest import as_user
 
 DEADLINE_S = 10.0
 REPO_ROOT = Path(ccd.__file__).resolve().parent.parent
@@ -508,32 +508,21 @@ async def test_shepherd_refuses_another_user(
 
 
 def _ask_as(user: str, addr: str, request: Mapping[str, object]) -> bytes:
-    """In a child process running as ``user``, send ``request`` to the shepherd at ``addr``
-    and return what it answers before hanging up."""
-    entry = pwd.getpwnam(user)
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.setgid(entry.pw_gid)
-            os.setuid(entry.pw_uid)
-            with socket.socket(socket.AF_UNIX) as s:
-                s.settimeout(10)
-                s.connect(addr)
-                with contextlib.suppress(OSError):  # it may hang up before we finish
-                    s.sendall(json.dumps(request).encode() + b"\n")
-                try:
-                    answer = s.recv(4096)
-                except OSError:
-                    answer = b""
-            os.write(write_end, answer)
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        answer = pipe.read()
-    os.waitpid(pid, 0)
-    return answer
+    """As ``user``, send ``request`` to the shepherd at ``addr``; what it answers before
+    hanging up."""
+
+    def probe() -> bytes:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(addr)
+            with contextlib.suppress(OSError):  # it may hang up before we finish
+                s.sendall(json.dumps(request).encode() + b"\n")
+            try:
+                return s.recv(4096)
+            except OSError:
+                return b""
+
+    return as_user(user, probe)
 
 
 async def test_many_concurrent_jobs(executor: LocalExecutor, make_launch: MakeLaunch) -> None:
