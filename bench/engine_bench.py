@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import ctypes
 import json
 import logging
 import math
@@ -118,6 +119,68 @@ SHAPE_BUILDERS: dict[str, Callable[[int], Dag]] = {
 class EngineTiming:
     total_s: float  # submit() + wait()
     submit_s: float
+    cpu: CpuUse
+
+
+@dataclass(frozen=True, slots=True)
+class CpuUse:
+    """CPU seconds of one run: the runner's own process (all its threads), its helper (the
+    engine's local shepherd; 0 for the bare dispatcher) and the jobs; None where unknown."""
+
+    own_s: float
+    helper_s: float | None
+    jobs_s: float | None
+
+
+PR_SET_CHILD_SUBREAPER = 36
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def adopt_orphans() -> bool:
+    """Become the parent of orphaned descendants (Linux): the shepherd forks away from the
+    process the engine starts, and only its parent can read how much CPU it and its jobs
+    used once it has exited."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def reap_adopted(timeout_s: float = 30.0) -> tuple[float, float] | None:
+    """Wait for the adopted shepherd to exit (it does once the engine has closed) and reap it:
+    (its own CPU seconds, its children's: the jobs'), read from its zombie's /proc stat.
+    None if it did not exit in time or nothing was adopted."""
+    found: tuple[float, float] | None = None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT | os.WNOHANG)
+        except ChildProcessError:
+            return found
+        if info is None:
+            time.sleep(0.01)  # still exiting; a benchmark may poll
+            continue
+        own, children = _proc_cpu_s(info.si_pid)
+        os.waitpid(info.si_pid, 0)
+        prev_own, prev_children = found or (0.0, 0.0)
+        found = (prev_own + own, prev_children + children)
+    return None
+
+
+def _proc_cpu_s(pid: int) -> tuple[float, float]:
+    """(utime + stime, cutime + cstime) of a process, in seconds, from /proc/PID/stat."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0, 0.0
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    return (utime + stime) / _CLK_TCK, (cutime + cstime) / _CLK_TCK
+
+
+def _cpu_s(times: os.times_result) -> tuple[float, float]:
+    return times.user + times.system, times.children_user + times.children_system
 
 
 def _spec(dag: Dag, workdir: Path, name: str = "bench") -> WorkflowSpec:
@@ -134,7 +197,7 @@ def _spec(dag: Dag, workdir: Path, name: str = "bench") -> WorkflowSpec:
     )
 
 
-async def _engine_run(dag: Dag, workdir: Path, concurrency: int) -> EngineTiming:
+async def _engine_run(dag: Dag, workdir: Path, concurrency: int) -> tuple[float, float]:
     spec = _spec(dag, workdir)
     limits = Limits(default_host_max_jobs=concurrency)
     engine = await Engine.open(workdir / "state", spec.hosts, limits)
@@ -148,7 +211,7 @@ async def _engine_run(dag: Dag, workdir: Path, concurrency: int) -> EngineTiming
         await engine.close()
     if state != "succeeded":
         raise BenchError(f"engine: workflow ended {state}")
-    return EngineTiming(end - start, submitted - start)
+    return end - start, submitted - start
 
 
 def scratch_dir(root: Path, prefix: str) -> Path:
@@ -159,7 +222,18 @@ def scratch_dir(root: Path, prefix: str) -> Path:
 
 
 def time_engine(dag: Dag, concurrency: int, root: Path) -> EngineTiming:
-    return asyncio.run(_engine_run(dag, scratch_dir(root, "engine-"), concurrency))
+    """One engine run; its CPU split needs `adopt_orphans` first (else helper and jobs are
+    None). The engine's own figure includes opening and closing it (a few ms)."""
+    own_before, children_before = _cpu_s(os.times())
+    total_s, submit_s = asyncio.run(_engine_run(dag, scratch_dir(root, "engine-"), concurrency))
+    shepherd = reap_adopted()
+    own_after, children_after = _cpu_s(os.times())
+    helper_s = jobs_s = None
+    if shepherd is not None:
+        jobs_s = shepherd[1]
+        # The rest of our children's CPU: the shepherd itself and the process that started it.
+        helper_s = children_after - children_before - jobs_s
+    return EngineTiming(total_s, submit_s, CpuUse(own_after - own_before, helper_s, jobs_s))
 
 
 # -- runner 2: the bare dispatcher (the floor) --------------------------------------------
@@ -228,8 +302,11 @@ async def _bare_run(dag: Dag, concurrency: int, spawn: Spawner) -> float:
     return time.perf_counter() - start
 
 
-def time_bare(dag: Dag, concurrency: int) -> float:
-    return asyncio.run(_bare_run(dag, concurrency, spawn_true))
+def time_bare(dag: Dag, concurrency: int) -> tuple[float, CpuUse]:
+    own_before, children_before = _cpu_s(os.times())
+    wall_s = asyncio.run(_bare_run(dag, concurrency, spawn_true))
+    own_after, children_after = _cpu_s(os.times())
+    return wall_s, CpuUse(own_after - own_before, 0.0, children_after - children_before)
 
 
 # -- runner 3: GNU make -------------------------------------------------------------------
@@ -270,6 +347,8 @@ class Row:
     submit_s: float
     bare_s: float
     make_s: float | None
+    engine_cpu: CpuUse
+    bare_cpu: CpuUse
 
     @property
     def jobs_per_s(self) -> float:
@@ -301,7 +380,7 @@ def measure(shape: str, n: int, runs: Runs) -> Row:
     """Run every runner ``repeat`` times, interleaved so drift hits all alike; medians."""
     dag = SHAPE_BUILDERS[shape](n)
     engine: list[EngineTiming] = []
-    bare: list[float] = []
+    bare: list[tuple[float, CpuUse]] = []
     make: list[float] = []
     for _ in range(runs.repeat):
         engine.append(time_engine(dag, runs.concurrency, runs.tmp_root))
@@ -314,8 +393,21 @@ def measure(shape: str, n: int, runs: Runs) -> Row:
         n,
         statistics.median(t.total_s for t in engine),
         statistics.median(t.submit_s for t in engine),
-        statistics.median(bare),
+        statistics.median(wall for wall, _ in bare),
         _median(make),
+        median_cpu([t.cpu for t in engine]),
+        median_cpu([cpu for _, cpu in bare]),
+    )
+
+
+def median_cpu(runs: list[CpuUse]) -> CpuUse:
+    def part(values: list[float | None]) -> float | None:
+        return None if None in values else statistics.median(v for v in values if v is not None)
+
+    return CpuUse(
+        statistics.median(r.own_s for r in runs),
+        part([r.helper_s for r in runs]),
+        part([r.jobs_s for r in runs]),
     )
 
 
@@ -357,6 +449,31 @@ def print_header_row() -> None:
     header = format_line([name for name, _, _ in COLUMNS])
     print(header)
     print("-" * len(header))
+
+
+def _ms_per_job(seconds: float | None, n: int) -> str:
+    return "n/a" if seconds is None else f"{seconds / n * 1000:.2f}"
+
+
+def cpu_lines(rows: Iterable[Row]) -> list[str]:
+    """Where the CPU goes, in ms per job: what the engine spends beyond the bare dispatcher
+    (its `extra` column) is, over C jobs in flight and the CPUs there are, the gap in wall
+    time."""
+    header = (f"{'cpu ms/job':<10} {'N':>6} {'engine':>7} {'shepherd':>9} {'jobs':>6}"
+              f" {'| bare':>7} {'jobs':>6} {'| extra':>8}")  # fmt: skip
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        e, b = r.engine_cpu, r.bare_cpu
+        extra = None
+        if e.helper_s is not None and e.jobs_s is not None and b.jobs_s is not None:
+            extra = (e.own_s + e.helper_s + e.jobs_s) - (b.own_s + b.jobs_s)
+        lines.append(
+            f"{r.shape:<10} {r.n:>6} {_ms_per_job(e.own_s, r.n):>7}"
+            f" {_ms_per_job(e.helper_s, r.n):>9} {_ms_per_job(e.jobs_s, r.n):>6}"
+            f" | {_ms_per_job(b.own_s, r.n):>5} {_ms_per_job(b.jobs_s, r.n):>6}"
+            f" | {_ms_per_job(extra, r.n):>6}"
+        )
+    return lines
 
 
 def _verdict(ok: bool) -> str:
@@ -556,6 +673,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def run_table(args: argparse.Namespace, root: Path) -> None:
+    if not adopt_orphans():
+        print("(cannot adopt the shepherd: the CPU table shows only the engine's own process)")
     print_preamble(args)
     print_header_row()
     runs = Runs(args.repeat, args.concurrency, root)
@@ -565,6 +684,8 @@ def run_table(args: argparse.Namespace, root: Path) -> None:
             row = measure(shape, n, runs)
             rows.append(row)
             print(format_row(row), flush=True)
+    print()
+    print("\n".join(cpu_lines(rows)))
     print()
     print(f"load average at end of table: {_loadavg()}")
     print("\n".join(target_lines(rows)))

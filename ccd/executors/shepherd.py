@@ -42,7 +42,6 @@ import struct
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 # An attempt's files in its run directory, for every backend (ccd.executors.base names them
@@ -91,7 +90,7 @@ class _Job:
     key: str
     pid: int
     pidfd: int
-    status: Path
+    run_dir: str
 
 
 @dataclass(slots=True)
@@ -201,7 +200,8 @@ class Shepherd:
     def _spawn(self, request: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Claim, prepare and start one attempt: the answer, and whether it failed to start."""
         key: str = request["key"]
-        run_dir = Path(request["dir"])
+        # Paths stay strings here: pathlib would cost more than the rest of the bookkeeping.
+        run_dir: str = request["dir"]
         try:
             status_fd = _prepare(run_dir, request["files"])
         except OSError as err:  # e.g. the run directory cannot be made
@@ -226,16 +226,18 @@ class Shepherd:
             if pid is None or pidfd is None:
                 status.write(_exit_record(127))
                 return {"op": "started", "key": key, "pid": pid}, True
-        job = _Job(key, pid, pidfd, run_dir / STATUS_NAME)
+        job = _Job(key, pid, pidfd, run_dir)
         self._jobs[key] = job
         self._selector.register(pidfd, selectors.EVENT_READ, functools.partial(self._reap, job))
         return {"op": "started", "key": key, "pid": pid}, False
 
-    def _start(self, run_dir: Path, argv: list[str], env: dict[bytes, bytes]) -> int | None:
+    def _start(self, run_dir: str, argv: list[str], env: dict[bytes, bytes]) -> int | None:
         """Spawn the job in ``run_dir``, in a session of its own, output to its log; None
         (with the reason in the log) if it cannot start: sh's "command not found", 127."""
         try:
-            log_fd = os.open(run_dir / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            log_fd = os.open(
+                os.path.join(run_dir, LOG_NAME), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644
+            )
         except OSError:
             return None
         path = env.get(b"PATH", os.defpath.encode()).decode(errors="replace")
@@ -277,13 +279,16 @@ class Shepherd:
         code = os.waitstatus_to_exitcode(wait_status)
         if code < 0:
             code = 128 - code  # killed by signal N: 128+N, as sh reports it
-        with job.status.open("ab", buffering=0) as status:
-            status.write(_exit_record(code))
+        status_fd = os.open(os.path.join(job.run_dir, STATUS_NAME), os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(status_fd, _exit_record(code))
+        finally:
+            os.close(status_fd)
         self._selector.unregister(pidfd)
         os.close(pidfd)
         del self._jobs[job.key]
         try:
-            log_size = (job.status.parent / LOG_NAME).stat().st_size
+            log_size: int | None = os.stat(os.path.join(job.run_dir, LOG_NAME)).st_size
         except OSError:
             log_size = None
         self._broadcast(job.key, code, log_size)
@@ -297,15 +302,15 @@ def _exit_record(code: int) -> bytes:
     return f"exit code={code} uptime={uptime_s():.2f}\n".encode()
 
 
-def _prepare(run_dir: Path, files: list[list[str]]) -> int | None:
+def _prepare(run_dir: str, files: list[list[str]]) -> int | None:
     """Make the run directory, place the job's files and claim the attempt by creating its
     status file exclusively: the status file's descriptor, or None if it was claimed first."""
     _make_run_dir(run_dir)
     for src, name in files:
-        _place_file(Path(src), run_dir / name)
+        _place_file(src, os.path.join(run_dir, name))
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND
     try:
-        return os.open(run_dir / STATUS_NAME, flags, 0o644)
+        return os.open(os.path.join(run_dir, STATUS_NAME), flags, 0o644)
     except FileExistsError:
         return None
 
@@ -321,24 +326,25 @@ def _pidfd_or_kill(pid: int) -> int | None:
         return None
 
 
-def _make_run_dir(run_dir: Path) -> None:
+def _make_run_dir(run_dir: str) -> None:
     """The attempt's directory and its parent, the job's: two mkdir calls for a first attempt."""
+    job_dir = os.path.dirname(run_dir)
     try:
-        run_dir.parent.mkdir()
+        os.mkdir(job_dir)
     except FileExistsError:
         pass
     except FileNotFoundError:
-        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        os.makedirs(job_dir, exist_ok=True)
     with contextlib.suppress(FileExistsError):
-        run_dir.mkdir()
+        os.mkdir(run_dir)
 
 
-def _place_file(src: Path, dst: Path) -> None:
+def _place_file(src: str, dst: str) -> None:
     """A hard link to the submit-time snapshot (one syscall) where possible, else a copy."""
     try:
         os.link(src, dst)
     except FileExistsError:
-        if not src.samefile(dst):
+        if not os.path.samefile(src, dst):
             shutil.copy2(src, dst)
     except OSError:
         shutil.copy2(src, dst)
