@@ -12,7 +12,6 @@ import signal
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 
@@ -130,22 +129,40 @@ class AttemptRunner:
         self, attempt: Attempt, executor: Executor, handle: Handle, timeout_s: float | None
     ) -> ExitStatus:
         """Wait for the end; on timeout or a kill request, SIGTERM the process group and
-        SIGKILL it if it outlives the grace period."""
-        waiter = asyncio.ensure_future(executor.wait(handle))
-        try:
-            either: list[asyncio.Future[Any]] = [waiter, attempt.kill]
-            await asyncio.wait(either, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-            if not waiter.done():
+        SIGKILL it if it outlives the grace period. The wait itself is awaited directly (no
+        task of its own): most attempts just end, and this runs once per attempt."""
+        killer: asyncio.Task[None] | None = None
+
+        def kill(reason: str) -> None:
+            nonlocal killer
+            if killer is None:
                 if attempt.kill_reason is None:
-                    attempt.kill_reason = "timeout"
-                log.info("attempt_kill", job=attempt.launch.job, why=attempt.kill_reason)
-                await executor.signal(handle, signal.SIGTERM)
-                await asyncio.wait([waiter], timeout=self._kill_grace_s)
-                if not waiter.done():
-                    await executor.signal(handle, signal.SIGKILL)
-            return await waiter
+                    attempt.kill_reason = reason
+                killer = asyncio.create_task(self._terminate(attempt, executor, handle))
+
+        def on_kill_request(_: asyncio.Future[None]) -> None:
+            kill("cancelled")  # request_kill has set the real reason already
+
+        loop = asyncio.get_running_loop()
+        timer = None if timeout_s is None else loop.call_later(timeout_s, kill, "timeout")
+        attempt.kill.add_done_callback(on_kill_request)
+        try:
+            return await executor.wait(handle)
         finally:
-            waiter.cancel()
+            if timer is not None:
+                timer.cancel()
+            attempt.kill.remove_done_callback(on_kill_request)
+            if killer is not None:
+                killer.cancel()  # it ended: no SIGKILL after the grace period
+
+    async def _terminate(self, attempt: Attempt, executor: Executor, handle: Handle) -> None:
+        log.info("attempt_kill", job=attempt.launch.job, why=attempt.kill_reason)
+        try:
+            await executor.signal(handle, signal.SIGTERM)
+            await asyncio.sleep(self._kill_grace_s)
+            await executor.signal(handle, signal.SIGKILL)
+        except (ExecutorError, OSError) as exc:  # the wait goes on: the job may end anyway
+            log.warning("attempt_kill_failed", job=attempt.launch.job, error=str(exc))
 
     def _ensure_progress_reader(self) -> None:
         if self._progress_task is None or self._progress_task.done():
