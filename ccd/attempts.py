@@ -157,12 +157,9 @@ class AttemptRunner:
 
     async def _terminate(self, attempt: Attempt, executor: Executor, handle: Handle) -> None:
         log.info("attempt_kill", job=attempt.launch.job, why=attempt.kill_reason)
-        try:
-            await executor.signal(handle, signal.SIGTERM)
-            await asyncio.sleep(self._kill_grace_s)
-            await executor.signal(handle, signal.SIGKILL)
-        except (ExecutorError, OSError) as exc:  # the wait goes on: the job may end anyway
-            log.warning("attempt_kill_failed", job=attempt.launch.job, error=str(exc))
+        await _send_signal(executor, handle, signal.SIGTERM)
+        await asyncio.sleep(self._kill_grace_s)
+        await _send_signal(executor, handle, signal.SIGKILL)
 
     def _ensure_progress_reader(self) -> None:
         if self._progress_task is None or self._progress_task.done():
@@ -187,3 +184,12 @@ class AttemptRunner:
             marker = attempt.tail.feed(data)
             if marker is not None:
                 attempt.on_progress(marker, attempt.tail.resume_offset)
+
+
+async def _send_signal(executor: Executor, handle: Handle, signum: int) -> None:
+    """A signal that cannot be sent (its host is unreachable, say) is logged, and the wait
+    for the attempt's end goes on: it may end anyway, or be reached again later."""
+    try:
+        await executor.signal(handle, signum)
+    except (ExecutorError, OSError) as exc:
+        log.warning("attempt_signal_failed", job=handle.job, signal=signum, error=str(exc))
