@@ -132,7 +132,7 @@ def launch_for(
 ) -> Launch:
     """What an executor needs to start ``attempt`` of a job. After ``retries_so_far``
     failed attempts, its resources are escalated by ``on_retry`` that many times."""
-    run_dir = runs_root / wf_id / spec.name / str(attempt)
+    run_dir = runs_root.joinpath(wf_id, spec.name, str(attempt))  # one parse, not three
     script = spec.script if spec.script is not None else run_dir / INLINE_SCRIPT
     resources = spec.resources
     if resources is not None and spec.on_retry and retries_so_far:

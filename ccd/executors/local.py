@@ -39,6 +39,7 @@ from ccd.models import ExitStatus
 from ccd.specbase import HostSpec
 
 READ_LOG_MAX_BYTES = 1 << 20
+_ALWAYS_OK = HostHealth()
 # A status file exists but is still empty only between the exclusive create that claims an
 # attempt and the write of its start record, microseconds apart; wait this long before
 # calling it lost.
@@ -136,7 +137,7 @@ class LocalExecutor:
     def __init__(self, host: str = "local") -> None:
         self.host = host
         self._watches: dict[str, _Watch] = {}
-        self._links: dict[Path, ShepherdLink] = {}
+        self._links: dict[str, ShepherdLink] = {}
         # Final log sizes of attempts that just ended: the last read of a log that was read
         # to its end (or is empty) needs no open().
         self._final_log_sizes: dict[str, int] = {}
@@ -147,7 +148,7 @@ class LocalExecutor:
         return cls(host.name)
 
     def health(self) -> HostHealth:
-        return HostHealth()  # this machine is always there
+        return _ALWAYS_OK  # this machine is always there
 
     def listen(self, on_state: StateListener, on_health: HealthListener) -> None:
         """Nothing to report: a local job runs the moment it starts."""
@@ -241,7 +242,7 @@ class LocalExecutor:
             watch.done.cancel()
         self._watches.clear()
 
-    async def _link(self, runs_root: Path, *, start: bool) -> ShepherdLink | None:
+    async def _link(self, runs_root: str, *, start: bool) -> ShepherdLink | None:
         """The connection to the shepherd of ``runs_root``; None if none runs and not
         ``start``."""
         link = self._links.get(runs_root)
@@ -251,7 +252,7 @@ class LocalExecutor:
             link = self._links.get(runs_root)
             if link is None or not link.alive:
                 link = await ShepherdLink.open(
-                    runs_root, start=start, on_exit=self._on_exit, on_lost=self._on_lost
+                    Path(runs_root), start=start, on_exit=self._on_exit, on_lost=self._on_lost
                 )
                 if link is not None:
                     self._links[runs_root] = link
@@ -323,9 +324,11 @@ def _key(attempt: Launch | Handle) -> str:
     return f"{attempt.workflow_id}/{attempt.job}/{attempt.attempt}"
 
 
-def _runs_root(run_dir: Path) -> Path:
-    """``<state>/runs`` of ``<state>/runs/<workflow>/<job>/<attempt>``: one shepherd each."""
-    return run_dir.parents[2]
+def _runs_root(run_dir: Path) -> str:
+    """``<state>/runs`` of ``<state>/runs/<workflow>/<job>/<attempt>``: one shepherd each.
+    (A string operation: neither part below it can contain a separator, and this runs for
+    every attempt.)"""
+    return str(run_dir).rsplit(os.sep, 3)[0]
 
 
 def _future() -> asyncio.Future[int | None]:

@@ -70,6 +70,14 @@ def socket_name(runs_root: str) -> str:
     return f"ccd-shepherd-{os.getuid()}-{digest}"
 
 
+# Compact JSON without the check for cycles (messages are plain data): one line per message.
+_encode = json.JSONEncoder(check_circular=False, separators=(",", ":")).encode
+
+
+def encode_line(message: dict[str, Any]) -> bytes:
+    return _encode(message).encode() + b"\n"
+
+
 def address(name: str) -> str:
     return "\0" + name
 
@@ -156,7 +164,7 @@ class Shepherd:
             if client.sock not in self._clients:
                 return
             try:
-                self._handle(client, json.loads(line))
+                self._handle(client, json.loads(line.decode()))
             except (ValueError, KeyError, TypeError, IndexError) as err:
                 # Only our own daemons talk to us; a malformed request is a bug there.
                 print(f"shepherd: bad request dropped the client: {err}", file=sys.stderr)
@@ -171,7 +179,7 @@ class Shepherd:
         client.sock.close()
 
     def _send(self, client: _Client, message: dict[str, Any]) -> None:
-        data = json.dumps(message).encode() + b"\n"
+        data = encode_line(message)
         try:
             # Answers are small and clients read all the time; a client whose buffer is full
             # is stuck or gone, and is dropped rather than block every other job.

@@ -78,7 +78,7 @@ class ShepherdLink:
             raise ConnectionError("the local shepherd is gone")
         answer = asyncio.get_running_loop().create_future()
         self._answers.append(answer)
-        self._writer.write(json.dumps(message).encode() + b"\n")
+        self._writer.write(shepherd.encode_line(message))
         reply: dict[str, Any] = await answer
         return reply
 
@@ -94,7 +94,7 @@ class ShepherdLink:
     async def _listen(self) -> None:
         try:
             while line := await self._reader.readline():
-                message = json.loads(line)
+                message = json.loads(line.decode())
                 if message["op"] == "exited":
                     self._on_exit(message["key"], message["code"], message["log"])
                 else:
