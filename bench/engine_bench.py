@@ -50,6 +50,7 @@ if str(REPO) not in sys.path:
 
 from ccd import logs  # noqa: E402
 from ccd.engine import Engine  # noqa: E402
+from ccd.executors.local import proc_stat_fields  # noqa: E402
 from ccd.scheduler import Limits  # noqa: E402
 from ccd.spec import LOCAL_HOST, HostSpec, JobSpec, WorkflowSpec  # noqa: E402
 
@@ -170,12 +171,10 @@ def reap_adopted(timeout_s: float = 30.0) -> tuple[float, float] | None:
 
 def _proc_cpu_s(pid: int) -> tuple[float, float]:
     """(utime + stime, cutime + cstime) of a process, in seconds, from /proc/PID/stat."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
+    fields = proc_stat_fields(pid)
+    if fields is None:
         return 0.0, 0.0
-    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])  # fields 14-17
     return (utime + stime) / _CLK_TCK, (cutime + cstime) / _CLK_TCK
 
 

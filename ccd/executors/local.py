@@ -75,17 +75,23 @@ def _btime() -> float | None:
     return None
 
 
-def proc_start_ticks(pid: int) -> int | None:
-    """Field 22 (starttime) of ``/proc/PID/stat``, or None if there is no such process."""
+def proc_stat_fields(pid: int) -> list[bytes] | None:
+    """Fields 3 onwards (state, ppid, ...) of ``/proc/PID/stat``, so field N is at index N-3;
+    None if there is no such process."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
     except OSError:
         return None
     # Field 2 (comm) may contain spaces and parentheses: count from after its last ")".
-    fields = data[data.rfind(b")") + 2 :].split()
+    return data[data.rfind(b")") + 2 :].split()
+
+
+def proc_start_ticks(pid: int) -> int | None:
+    """Field 22 (starttime) of ``/proc/PID/stat``, or None if there is no such process."""
+    fields = proc_stat_fields(pid)
     try:
-        return int(fields[19])
+        return int(fields[19]) if fields is not None else None
     except (IndexError, ValueError):
         return None
 

@@ -29,7 +29,13 @@ from ccd.executors.base import (
     parse_status,
     wrapper_text,
 )
-from ccd.executors.local import LocalExecutor, local_boot_time, proc_start_ticks, same_process
+from ccd.executors.local import (
+    LocalExecutor,
+    local_boot_time,
+    proc_start_ticks,
+    proc_stat_fields,
+    same_process,
+)
 from ccd.executors.shepherd import address, socket_name
 from ccd.models import ExitStatus
 from tests.integration.conftest import as_user
@@ -88,11 +94,8 @@ async def eventually(check: Callable[[], bool], what: str) -> None:
 
 def alive(pid: int) -> bool:
     """True if ``pid`` runs; a zombie counts as gone (pid 1 here may not reap orphans)."""
-    try:
-        data = Path(f"/proc/{pid}/stat").read_bytes()
-    except FileNotFoundError:
-        return False
-    return data[data.rfind(b")") + 2 :].split()[0] != b"Z"
+    fields = proc_stat_fields(pid)
+    return fields is not None and fields[0] != b"Z"
 
 
 def write_notebook(path: Path, *cells: str) -> None:
@@ -116,8 +119,9 @@ def pid_of(handle: Handle) -> int:
 
 
 def parent_of(pid: int) -> int:
-    data = Path(f"/proc/{pid}/stat").read_bytes()
-    return int(data[data.rfind(b")") + 2 :].split()[1])
+    fields = proc_stat_fields(pid)
+    assert fields is not None, f"no process {pid}"
+    return int(fields[1])
 
 
 def started(launch: Launch) -> bool:
