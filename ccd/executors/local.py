@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -373,11 +374,42 @@ def _spawn_request(key: str, launch: Launch, run_dir: Path) -> dict[str, Any]:
 
 
 def local_argv(launch: Launch) -> list[str]:
-    """The job's command line as the shepherd runs it: an inline command goes to ``sh -c``
-    (no script file to create), with any arguments as its positional parameters."""
+    """The job's command line as the shepherd runs it. An inline command is run as its own
+    words when no shell is needed to read it (see `plain_words`), else it goes to ``sh -c``
+    (no script file to create), with any arguments as its positional parameters (which a
+    plain command cannot refer to)."""
     if launch.inline is not None:
-        return ["sh", "-c", launch.inline, "sh", *launch.argv[2:]]
+        return plain_words(launch.inline) or ["sh", "-c", launch.inline, "sh", *launch.argv[2:]]
     return list(launch.argv)
+
+
+# Characters a shell reads as themselves everywhere in a word (no quoting, expansion,
+# redirection, globbing, comment or separator), and blanks between words.
+_PLAIN_COMMAND = re.compile(r"[ \t]*[\w./,:+@%=-]+(?:[ \t]+[\w./,:+@%=-]+)*[ \t]*", re.ASCII)
+# First words a shell runs itself, whose effect or output may differ from a program of the
+# same name: the builtins of dash and bash (true and false excepted: their programs do the
+# same) and reserved words made only of plain characters.
+_SHELL_WORDS = frozenset(
+    """. : [ alias bg bind break builtin caller case cd chdir command compgen complete
+    compopt continue coproc declare dirs disown do done echo elif else enable esac eval exec
+    exit export fc fg fi for function getopts hash help history if in jobs kill let local
+    logout mapfile popd printf pushd pwd read readarray readonly return select set shift
+    shopt source suspend test then time times trap type typeset ulimit umask unalias unset
+    until wait while""".split()  # noqa: SIM905 (a list literal of 75 strings reads worse)
+)
+
+
+def plain_words(command: str) -> list[str] | None:
+    """The words of a command that needs no shell, as GNU make decides it: plain characters
+    only, and a first word that is neither a shell builtin nor an assignment. Running those
+    words directly saves starting ``sh`` (a third of the cost of a short job) and does what
+    ``sh -c`` would have done; None for any other command."""
+    if not _PLAIN_COMMAND.fullmatch(command):
+        return None
+    words = command.split()
+    if words[0] in _SHELL_WORDS or "=" in words[0]:
+        return None
+    return words
 
 
 def _read_bytes(path: Path, offset: int, limit: int) -> bytes:

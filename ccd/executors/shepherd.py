@@ -59,6 +59,12 @@ DEFAULT_SIGNALS = (
     signal.SIGTERM,
     signal.SIGXFSZ,
 )
+# The exit codes of a job that did not start, as sh reports them; and of one that was killed
+# because it could not be watched.
+NOT_FOUND = 127
+CANNOT_RUN = 126
+_KILLED = 128 + signal.SIGKILL
+SH = "/bin/sh"
 _MAX_LINE = 1 << 24  # a request carrying a 100k-character env is fine; a runaway peer is not
 _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
@@ -91,6 +97,12 @@ def peer_uid(sock: socket.socket) -> int:
 def uptime_s() -> float:
     """What ``/proc/uptime`` says, without reading it: the clock it is made from."""
     return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+class _CannotStart(Exception):
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
 
 
 @dataclass(slots=True)
@@ -192,10 +204,10 @@ class Shepherd:
     def _handle(self, client: _Client, request: dict[str, Any]) -> None:
         op = request["op"]
         if op == "spawn":
-            answer, failed = self._spawn(request)
+            answer, failure = self._spawn(request)
             self._send(client, answer)
-            if failed:  # it could not start: it has ended, and the answer went first
-                self._broadcast(answer["key"], 127, None)
+            if failure is not None:  # it could not start: it has ended; the answer went first
+                self._broadcast(answer["key"], failure, None)
         elif op == "watch":
             job = self._jobs.get(request["key"])
             if job is None:
@@ -205,80 +217,104 @@ class Shepherd:
 
     # -- jobs --------------------------------------------------------------------------------
 
-    def _spawn(self, request: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        """Claim, prepare and start one attempt: the answer, and whether it failed to start."""
+    def _spawn(self, request: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
+        """Claim, prepare and start one attempt: the answer, and the exit code it ended with
+        if it could not start."""
         key: str = request["key"]
         # Paths stay strings here: pathlib would cost more than the rest of the bookkeeping.
         run_dir: str = request["dir"]
         try:
             status_fd = _prepare(run_dir, request["files"])
         except OSError as err:  # e.g. the run directory cannot be made
-            return {"op": "error", "key": key, "message": f"{run_dir}: {err}"}, False
+            return {"op": "error", "key": key, "message": f"{run_dir}: {err}"}, None
         if status_fd is None:
             # Claimed by a recovering daemon, or already run: it must never run (again).
-            return {"op": "claimed", "key": key}, False
+            return {"op": "claimed", "key": key}, None
         env = self._base_env.copy()
         env.update((os.fsencode(k), os.fsencode(v)) for k, v in request["env"].items())
+        # A job run without sh gets the PWD sh would have set (not ours, which is stale).
+        env[b"PWD"] = os.fsencode(run_dir)
         # Closed once the start is recorded: only a pidfd is held per running job.
         with os.fdopen(status_fd, "wb", buffering=0) as status:
-            pid = self._start(run_dir, request["argv"], env)
-            pidfd = None
-            if pid is not None:
-                # No ticks= (reading /proc/PID/stat while the job execs costs more than the
-                # rest of a start): the job is ours until we reap it, and after a crash its
-                # identity is checked against this uptime stamp (see local.same_process).
-                status.write(
-                    f"start pid={pid} host={self._host} uptime={uptime_s():.2f}\n".encode()
-                )
-                pidfd = _pidfd_or_kill(pid)
-            if pid is None or pidfd is None:
-                status.write(_exit_record(127))
-                return {"op": "started", "key": key, "pid": pid}, True
+            try:
+                pid = self._start(run_dir, request["argv"], env)
+            except _CannotStart as failure:
+                status.write(_exit_record(failure.code))
+                return {"op": "started", "key": key, "pid": None}, failure.code
+            # No ticks= (reading /proc/PID/stat while the job execs costs more than the
+            # rest of a start): the job is ours until we reap it, and after a crash its
+            # identity is checked against this uptime stamp (see local.same_process).
+            status.write(f"start pid={pid} host={self._host} uptime={uptime_s():.2f}\n".encode())
+            pidfd = _pidfd_or_kill(pid)
+            if pidfd is None:
+                status.write(_exit_record(_KILLED))
+                return {"op": "started", "key": key, "pid": pid}, _KILLED
         job = _Job(key, pid, pidfd, run_dir)
         self._jobs[key] = job
         self._selector.register(pidfd, selectors.EVENT_READ, functools.partial(self._reap, job))
-        return {"op": "started", "key": key, "pid": pid}, False
+        return {"op": "started", "key": key, "pid": pid}, None
 
-    def _start(self, run_dir: str, argv: list[str], env: dict[bytes, bytes]) -> int | None:
-        """Spawn the job in ``run_dir``, in a session of its own, output to its log; None
-        (with the reason in the log) if it cannot start: sh's "command not found", 127."""
+    def _start(self, run_dir: str, argv: list[str], env: dict[bytes, bytes]) -> int:
+        """Spawn the job in ``run_dir``, in a session of its own, output to its log: its pid.
+        If it cannot start, `_CannotStart` with sh's exit code (127: no such program, 126:
+        it cannot be run) and the reason in the log."""
         try:
             log_fd = os.open(
                 os.path.join(run_dir, LOG_NAME), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644
             )
         except OSError:
-            return None
+            raise _CannotStart(NOT_FOUND) from None
         path = env.get(b"PATH", os.defpath.encode()).decode(errors="replace")
         # Single-threaded: changing our own working directory is how posix_spawn (which in
         # Python 3.11 has no chdir action) starts the job in its run directory.
         try:
             os.chdir(run_dir)
-            program = self._programs.get((argv[0], path)) or shutil.which(argv[0], path=path)
+            program = self._program(argv[0], path)
             if program is None:
                 os.write(log_fd, f"ccd: {argv[0]}: command not found\n".encode())
-                return None
-            # Like a shell's hash table: looked up once, forgotten if it fails to start.
-            self._programs[(argv[0], path)] = program
-            return os.posix_spawn(
-                program,
-                argv,
-                env,
-                file_actions=[
-                    (os.POSIX_SPAWN_DUP2, self._devnull, 0),
-                    (os.POSIX_SPAWN_DUP2, log_fd, 1),
-                    (os.POSIX_SPAWN_DUP2, log_fd, 2),
-                ],
-                setsid=True,
-                setsigdef=DEFAULT_SIGNALS,
-                setsigmask=(),
-            )
+                raise _CannotStart(NOT_FOUND)
+            try:
+                return self._spawn_program(program, argv, env, log_fd)
+            except OSError as err:
+                if err.errno != errno.ENOEXEC:
+                    raise
+                # No "#!" line: a shell script, as sh (and execvp) take it.
+                return self._spawn_program(SH, [SH, program, *argv[1:]], env, log_fd)
         except OSError as err:
             self._programs.pop((argv[0], path), None)
             os.write(log_fd, f"ccd: {argv[0]}: {err.strerror}\n".encode())
-            return None
+            code = NOT_FOUND if isinstance(err, FileNotFoundError) else CANNOT_RUN
+            raise _CannotStart(code) from None
         finally:
             os.close(log_fd)
             os.chdir("/")
+
+    def _program(self, name: str, path: str) -> str | None:
+        """The file that ``name`` runs: itself if it has a slash, else the first of that name
+        in PATH, remembered like a shell's hash table (and forgotten if it fails to start)."""
+        if "/" in name:
+            return name
+        program = self._programs.get((name, path)) or shutil.which(name, path=path)
+        if program is not None:
+            self._programs[(name, path)] = program
+        return program
+
+    def _spawn_program(
+        self, program: str, argv: list[str], env: dict[bytes, bytes], log_fd: int
+    ) -> int:
+        return os.posix_spawn(
+            program,
+            argv,
+            env,
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, self._devnull, 0),
+                (os.POSIX_SPAWN_DUP2, log_fd, 1),
+                (os.POSIX_SPAWN_DUP2, log_fd, 2),
+            ],
+            setsid=True,
+            setsigdef=DEFAULT_SIGNALS,
+            setsigmask=(),
+        )
 
     def _reap(self, job: _Job, pidfd: Any) -> None:
         """Record how a job ended and tell every client, with its log's final size (so that

@@ -161,9 +161,11 @@ def test_dry_run_shows_commands_and_runs_nothing(write_workflow, tmp_path: Path)
         jobs:
           a: {{run: 'touch {marker}'}}
           b: {{script: b.py, args: ["--n", "2"], needs: [a]}}
+          c: {{run: 'touch {marker} && echo $HOME'}}
     """, **{"b.py": "print('b')\n"})  # fmt: skip
     code, out, _ = ccctl("run", path, "--dry-run", "--state-dir", tmp_path / "state")
     assert code == 0
-    assert f"== a (host local)\n$ sh -c 'touch {marker}' sh" in out
+    assert f"== a (host local)\n$ touch {marker}\n" in out  # needs no shell: run without
+    assert f"== c (host local)\n$ sh -c 'touch {marker} && echo $HOME' sh" in out
     assert "\n$ python3 ./b.py --n 2" in out
     assert not marker.exists() and not (tmp_path / "state" / "ccd.db").exists()

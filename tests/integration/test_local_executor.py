@@ -31,6 +31,7 @@ from ccd.executors.base import (
 )
 from ccd.executors.local import (
     LocalExecutor,
+    local_argv,
     local_boot_time,
     proc_start_ticks,
     proc_stat_fields,
@@ -157,6 +158,54 @@ async def test_inline_command_runs_in_sh(executor: LocalExecutor, make_launch: M
     assert await executor.wait(await executor.start(launch)) == ExitStatus(code=0)
     assert log_text(launch) == "[a b]\n"
     assert sorted(p.name for p in launch.run_dir.iterdir()) == ["log", "status"]
+
+
+def inline_launch(make_launch: MakeLaunch, command: str, **kw: object) -> Launch:
+    base = make_launch(**kw)
+    return dataclasses.replace(
+        base, script=base.run_dir / "run.sh", argv=(".", "./run.sh"), inline=command
+    )
+
+
+def tool_in_path(tmp_path: Path, text: str, mode: int = 0o755) -> tuple[Path, dict[str, str]]:
+    """A program ``tool`` with this text in a directory of its own, and a PATH that has it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tool = bin_dir / "tool"
+    tool.write_text(text)
+    tool.chmod(mode)
+    return tool, {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+async def test_plain_command_runs_without_sh_as_sh_would_run_it(
+    executor: LocalExecutor, make_launch: MakeLaunch, tmp_path: Path
+) -> None:
+    tool, env = tool_in_path(tmp_path, '#!/bin/sh\necho "[$0][$1][$PWD]"; exit 4\n')
+    launch = inline_launch(make_launch, "tool a", env=env)
+    assert local_argv(launch) == ["tool", "a"]  # no sh: found in the job's PATH
+    assert await executor.wait(await executor.start(launch)) == ExitStatus(code=4)
+    assert log_text(launch) == f"[{tool}][a][{launch.run_dir.absolute()}]\n"
+
+
+async def test_plain_command_without_a_shebang_runs_as_a_shell_script(
+    executor: LocalExecutor, make_launch: MakeLaunch, tmp_path: Path
+) -> None:
+    _, env = tool_in_path(tmp_path, 'echo "[$1]"\n')
+    launch = inline_launch(make_launch, "tool b", env=env)
+    assert await executor.wait(await executor.start(launch)) == ExitStatus(code=0)
+    assert log_text(launch) == "[b]\n"
+
+
+async def test_plain_command_that_cannot_run_fails_like_sh(
+    executor: LocalExecutor, make_launch: MakeLaunch, tmp_path: Path
+) -> None:
+    tool, _ = tool_in_path(tmp_path, "#!/bin/sh\n", mode=0o644)
+    launch = inline_launch(make_launch, str(tool))
+    assert await executor.wait(await executor.start(launch)) == ExitStatus(code=126)
+    assert log_text(launch) == f"ccd: {tool}: Permission denied\n"
+    missing = inline_launch(make_launch, "no-such-program-xyz arg")
+    assert await executor.wait(await executor.start(missing)) == ExitStatus(code=127)
+    assert log_text(missing) == "ccd: no-such-program-xyz: command not found\n"
 
 
 async def test_missing_program_fails_like_sh(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from ccd.executors.local import plain_words
 from ccd.hosts import Resources
 from ccd.jobs import argv, job_spec, launch_for, new_job
 from ccd.models import JobState
@@ -67,3 +68,39 @@ def test_a_row_with_every_field_and_unknown_keys_reads_back() -> None:
            "retries": 0, "line": 7, "added_by_a_later_version": 1}  # fmt: skip
     job = job_spec(JobRecord("wf", "j", JobState.WAITING, "local", row))
     assert job == JobSpec("j", "shell", run="true", needs=("a",))
+
+
+@pytest.mark.parametrize(
+    ("command", "words"),
+    [
+        ("true", ["true"]),
+        ("  python3 train.py --epochs 3\t", ["python3", "train.py", "--epochs", "3"]),
+        ("/usr/bin/env -i make -j4 all", ["/usr/bin/env", "-i", "make", "-j4", "all"]),
+        ("grep -r key=value,x:y@z+1%", ["grep", "-r", "key=value,x:y@z+1%"]),
+        # a shell is needed to read these
+        ("echo hi", None),  # a builtin, which may print otherwise than /bin/echo
+        ("exit 3", None),
+        ("cd /tmp", None),
+        (". ./env.sh", None),
+        ("if", None),
+        ("SEED=1 python3 x.py", None),  # an assignment
+        ("ls *.txt", None),
+        ("echo $HOME", None),
+        ("cat < in", None),
+        ("a && b", None),
+        ("a; b", None),
+        ("a | b", None),
+        ("sleep 1 &", None),
+        ("python3 'my file.py'", None),
+        ("a\nb", None),
+        ("~/bin/tool", None),
+        ("tool # comment", None),
+        ("caf\u00e9", None),
+        ("", None),
+        ("   ", None),
+    ],
+)
+def test_only_commands_that_need_no_shell_run_without_one(
+    command: str, words: list[str] | None
+) -> None:
+    assert plain_words(command) == words
