@@ -378,9 +378,19 @@ def local_argv(launch: Launch) -> list[str]:
     words when no shell is needed to read it (see `plain_words`), else it goes to ``sh -c``
     (no script file to create), with any arguments as its positional parameters (which a
     plain command cannot refer to)."""
-    if launch.inline is not None:
-        return plain_words(launch.inline) or ["sh", "-c", launch.inline, "sh", *launch.argv[2:]]
-    return list(launch.argv)
+    if launch.inline is None:
+        return list(launch.argv)
+    words = plain_words(launch.inline)
+    if words is None or _exported_function(words[0], launch.env):
+        return ["sh", "-c", launch.inline, "sh", *launch.argv[2:]]
+    return words
+
+
+def _exported_function(name: str, env: Mapping[str, str]) -> bool:
+    """Whether bash (``sh`` on many clusters) would find ``name`` as a function exported to
+    the job, as Lmod exports ``module``: only a shell can run that."""
+    variable = f"BASH_FUNC_{name}%%"
+    return variable in env or variable in os.environ
 
 
 # Characters a shell reads as themselves everywhere in a word (no quoting, expansion,

@@ -187,6 +187,16 @@ async def test_plain_command_runs_without_sh_as_sh_would_run_it(
     assert log_text(launch) == f"[{tool}][a][{launch.run_dir.absolute()}]\n"
 
 
+def test_a_command_named_like_an_exported_shell_function_goes_to_sh(
+    make_launch: MakeLaunch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BASH_FUNC_module%%", "() {  echo loaded\n}")
+    assert local_argv(inline_launch(make_launch, "module list"))[:2] == ["sh", "-c"]
+    launch = inline_launch(make_launch, "ml list", env={"BASH_FUNC_ml%%": "() {  :\n}"})
+    assert local_argv(launch)[:2] == ["sh", "-c"]
+    assert local_argv(inline_launch(make_launch, "modules list")) == ["modules", "list"]
+
+
 async def test_plain_command_without_a_shebang_runs_as_a_shell_script(
     executor: LocalExecutor, make_launch: MakeLaunch, tmp_path: Path
 ) -> None:
