@@ -61,10 +61,10 @@ DEFAULT_SIGNALS = (
 )
 # The exit codes of a job that did not start, as sh reports them; and of one that was killed
 # because it could not be watched.
-NOT_FOUND = 127
-CANNOT_RUN = 126
+_NOT_FOUND = 127
+_CANNOT_RUN = 126
 _KILLED = 128 + signal.SIGKILL
-SH = "/bin/sh"
+_SH = "/bin/sh"
 _MAX_LINE = 1 << 24  # a request carrying a 100k-character env is fine; a runaway peer is not
 _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
@@ -263,7 +263,7 @@ class Shepherd:
                 os.path.join(run_dir, LOG_NAME), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644
             )
         except OSError:
-            raise _CannotStart(NOT_FOUND) from None
+            raise _CannotStart(_NOT_FOUND) from None
         path = env.get(b"PATH", os.defpath.encode()).decode(errors="replace")
         # Single-threaded: changing our own working directory is how posix_spawn (which in
         # Python 3.11 has no chdir action) starts the job in its run directory.
@@ -272,18 +272,18 @@ class Shepherd:
             program = self._program(argv[0], path)
             if program is None:
                 os.write(log_fd, f"ccd: {argv[0]}: command not found\n".encode())
-                raise _CannotStart(NOT_FOUND)
+                raise _CannotStart(_NOT_FOUND)
             try:
                 return self._spawn_program(program, argv, env, log_fd)
             except OSError as err:
                 if err.errno != errno.ENOEXEC:
                     raise
                 # No "#!" line: a shell script, as sh (and execvp) take it.
-                return self._spawn_program(SH, [SH, program, *argv[1:]], env, log_fd)
+                return self._spawn_program(_SH, [_SH, program, *argv[1:]], env, log_fd)
         except OSError as err:
             self._programs.pop((argv[0], path), None)
             os.write(log_fd, f"ccd: {argv[0]}: {err.strerror}\n".encode())
-            code = NOT_FOUND if isinstance(err, FileNotFoundError) else CANNOT_RUN
+            code = _NOT_FOUND if isinstance(err, FileNotFoundError) else _CANNOT_RUN
             raise _CannotStart(code) from None
         finally:
             os.close(log_fd)
