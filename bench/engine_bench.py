@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""How fast the ccd engine runs DAGs of `true` jobs, next to the floor and the bar.
+"""How fast the ccd engine runs DAGs of `true` jobs, next to the floors and the bar.
 
 In one run, on the same DAGs and with the same concurrency C (default: the CPU count):
 
@@ -7,7 +7,10 @@ In one run, on the same DAGs and with the same concurrency C (default: the CPU c
   from just before `submit()` to `wait()` returning (storing the workflow included);
 - **bare**: an asyncio fork/exec dispatcher with in-degree counters and no state at all,
   spawning `/bin/true` with `os.posix_spawn`, learning of exits through `os.pidfd_open` +
-  `loop.add_reader` and reaping with `os.waitpid` (the floor);
+  `loop.add_reader` and reaping with `os.waitpid` (the floor of starting processes);
+- **floor**: the engine's durable work without its layers (`DurableFloor`): the same commits
+  with the store's own writer, the same shepherd, the same run directories, but a blocking
+  loop in one thread (the floor of durable state);
 - **make**: GNU `make -jC` on a generated Makefile of phony targets whose recipe is `@true`.
 
 A separate section writes a 100,000-job layered workflow as YAML and, in a fresh subprocess,
@@ -26,6 +29,7 @@ import argparse
 import asyncio
 import cProfile
 import ctypes
+import dataclasses
 import json
 import logging
 import math
@@ -34,6 +38,8 @@ import platform
 import pstats
 import resource
 import shutil
+import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -50,9 +56,14 @@ if str(REPO) not in sys.path:
 
 from ccd import logs  # noqa: E402
 from ccd.engine import Engine  # noqa: E402
-from ccd.executors.local import proc_stat_fields  # noqa: E402
+from ccd.executors import shepherd  # noqa: E402
+from ccd.executors.local import proc_stat_fields, spawn_request  # noqa: E402
+from ccd.executors.shepherd_link import start_shepherd  # noqa: E402
+from ccd.jobs import launch_for  # noqa: E402
+from ccd.models import JobState  # noqa: E402
 from ccd.scheduler import Limits  # noqa: E402
 from ccd.spec import LOCAL_HOST, HostSpec, JobSpec, WorkflowSpec  # noqa: E402
+from ccd.store import PRAGMAS, AttemptRecord, Batch, Transition, commit_batch  # noqa: E402
 
 Dag = dict[str, tuple[str, ...]]  # job -> its parents; keys in a topological order
 
@@ -308,6 +319,130 @@ def time_bare(dag: Dag, concurrency: int) -> tuple[float, CpuUse]:
     return wall_s, CpuUse(own_after - own_before, 0.0, children_after - children_before)
 
 
+# -- runner 4: the durable floor ----------------------------------------------------------
+
+
+class DurableFloor:
+    """The engine's durable work per job, done as plainly as it can be: the same transactions
+    (ccd.store's schema and batch writer, with sqlite3 in this thread) committed before a job
+    starts and after it ends, and the same local shepherd making the same run directory and
+    spawning the same command. No event loop, no database thread, no scheduler: blocking
+    reads of the shepherd's answers, in-degree counters and a ready queue.
+
+    Engine - floor is what the engine's own layers cost; floor - bare is what durability
+    (the store, the run directories, a parent that outlives a restart) costs."""
+
+    def __init__(
+        self, dag: Dag, concurrency: int, wf_id: str, runs_root: Path, db: sqlite3.Connection
+    ) -> None:
+        self._dag = dag
+        self._concurrency = concurrency
+        self._wf_id = wf_id
+        self._runs_root = runs_root
+        self._db = db
+        self._children: dict[str, list[str]] = {job: [] for job in dag}
+        for job, parents in dag.items():
+            for parent in parents:
+                self._children[parent].append(job)
+        self._waiting = {job: len(parents) for job, parents in dag.items()}
+        self._ready = deque(job for job, count in self._waiting.items() if count == 0)
+        self._running: dict[str, AttemptRecord] = {}  # by spawn key
+        self._pids: dict[str, int] = {}
+
+    def run(self, sock: socket.socket) -> None:
+        answers = sock.makefile("rb")
+        left = len(self._dag)
+        batch = Batch()
+        requests = self._start_ready(batch)
+        while left:
+            commit_batch(self._db, batch)  # committed before it is acted on, as the engine does
+            for request in requests:
+                sock.sendall(shepherd.encode_line(request))
+            batch, requests = Batch(), []
+            while not batch:
+                message = json.loads(answers.readline())
+                if message["op"] == "started":
+                    self._pids[message["key"]] = message["pid"]
+                elif message["op"] == "exited":
+                    self._end(message["key"], message["code"], batch)
+                    left -= 1
+                else:
+                    raise BenchError(f"floor: the shepherd answered {message}")
+            requests = self._start_ready(batch)
+        commit_batch(self._db, batch)
+
+    def _start_ready(self, batch: Batch) -> list[dict[str, object]]:
+        requests = []
+        while self._ready and len(self._running) < self._concurrency:
+            job = self._ready.popleft()
+            launch = launch_for(JobSpec(job, "shell", run="true"), self._wf_id, 1, self._runs_root)
+            key = f"{self._wf_id}/{job}/1"
+            now = time.time()
+            batch.transitions.append(
+                Transition(
+                    self._wf_id, job, JobState.READY, JobState.RUNNING, now, "attempt 1", attempts=1
+                )
+            )
+            record = AttemptRecord(self._wf_id, job, 1, LOCAL_HOST, str(launch.run_dir), now)
+            batch.attempts.append(record)
+            self._running[key] = record
+            requests.append(spawn_request(key, launch, launch.run_dir))
+        return requests
+
+    def _end(self, key: str, code: int, batch: Batch) -> None:
+        record = self._running.pop(key)
+        if code != 0:
+            raise BenchError(f"floor: {record.job} exited {code}")
+        now = time.time()
+        batch.transitions.append(
+            Transition(self._wf_id, record.job, JobState.RUNNING, JobState.SUCCEEDED, now,
+                       exit_code=code)
+        )  # fmt: skip
+        pid = self._pids.pop(key)
+        batch.attempts.append(dataclasses.replace(record, pid=pid, ended_at=now, exit_code=code))
+        for child in self._children[record.job]:
+            self._waiting[child] -= 1
+            if self._waiting[child] == 0:
+                batch.transitions.append(
+                    Transition(self._wf_id, child, JobState.WAITING, JobState.READY, now)
+                )
+                self._ready.append(child)
+
+
+async def _store_workflow(dag: Dag, state_dir: Path) -> str:
+    """Store the DAG as the engine's submit does (nothing dispatches); its id."""
+    spec = _spec(dag, state_dir.parent)
+    engine = await Engine.open(state_dir, spec.hosts, Limits(max_jobs=0))
+    try:
+        return await engine.scheduler.submit(spec)
+    finally:
+        await engine.close()
+
+
+def time_floor(dag: Dag, concurrency: int, root: Path) -> float:
+    """One floor run, from the first commit to the last (storing the workflow, about the
+    engine's "submit s", is not timed)."""
+    state_dir = scratch_dir(root, "floor-") / "state"
+    wf_id = asyncio.run(_store_workflow(dag, state_dir))
+    runs_root = state_dir / "runs"
+    name = shepherd.socket_name(str(runs_root))
+    start_shepherd(name, runs_root)
+    db = sqlite3.connect(state_dir / "ccd.db", isolation_level=None)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        for pragma in PRAGMAS:
+            db.execute(pragma)
+        sock.connect(shepherd.address(name))
+        start = time.perf_counter()
+        DurableFloor(dag, concurrency, wf_id, runs_root, db).run(sock)
+        elapsed = time.perf_counter() - start
+    finally:
+        sock.close()
+        db.close()
+    reap_adopted()  # the shepherd, gone once we have left: not the next engine run's
+    return elapsed
+
+
 # -- runner 3: GNU make -------------------------------------------------------------------
 
 
@@ -345,6 +480,7 @@ class Row:
     engine_s: float
     submit_s: float
     bare_s: float
+    floor_s: float
     make_s: float | None
     engine_cpu: CpuUse
     bare_cpu: CpuUse
@@ -380,10 +516,12 @@ def measure(shape: str, n: int, runs: Runs) -> Row:
     dag = SHAPE_BUILDERS[shape](n)
     engine: list[EngineTiming] = []
     bare: list[tuple[float, CpuUse]] = []
+    floor: list[float] = []
     make: list[float] = []
     for _ in range(runs.repeat):
         engine.append(time_engine(dag, runs.concurrency, runs.tmp_root))
         bare.append(time_bare(dag, runs.concurrency))
+        floor.append(time_floor(dag, runs.concurrency, runs.tmp_root))
         made = time_make(dag, runs.concurrency, runs.tmp_root)
         if made is not None:
             make.append(made)
@@ -393,6 +531,7 @@ def measure(shape: str, n: int, runs: Runs) -> Row:
         statistics.median(t.total_s for t in engine),
         statistics.median(t.submit_s for t in engine),
         statistics.median(wall for wall, _ in bare),
+        statistics.median(floor),
         _median(make),
         median_cpu([t.cpu for t in engine]),
         median_cpu([cpu for _, cpu in bare]),
@@ -426,8 +565,10 @@ COLUMNS: tuple[tuple[str, int, Callable[[Row], str]], ...] = (
     ("submit s", 9, lambda r: f"{r.submit_s:.3f}"),
     ("engine jobs/s", 14, lambda r: f"{r.jobs_per_s:.0f}"),
     ("bare s", 8, lambda r: f"{r.bare_s:.3f}"),
+    ("floor s", 8, lambda r: f"{r.floor_s:.3f}"),
     ("make s", 8, lambda r: _secs(r.make_s)),
     ("engine/bare", 12, lambda r: f"{r.engine_over_bare:.2f}x"),
+    ("floor/bare", 11, lambda r: f"{r.floor_s / r.bare_s:.2f}x"),
     ("ovh ms/job", 11, lambda r: f"{r.overhead_ms:.2f}"),
     ("engine/make", 12, lambda r: _ratio(r.engine_s, r.make_s)),
 )

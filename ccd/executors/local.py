@@ -163,7 +163,7 @@ class LocalExecutor:
     async def start(self, launch: Launch) -> Handle:
         run_dir = launch.run_dir.absolute()
         key = _key(launch)
-        request = _spawn_request(key, launch, run_dir)
+        request = spawn_request(key, launch, run_dir)
         for _ in range(2):  # once more if the shepherd was exiting as we asked
             link = await self._link(_runs_root(run_dir), start=True)
             assert link is not None
@@ -354,7 +354,7 @@ def _unwatch_pidfd(watch: _Watch) -> None:
         watch.pidfd = None
 
 
-def _spawn_request(key: str, launch: Launch, run_dir: Path) -> dict[str, Any]:
+def spawn_request(key: str, launch: Launch, run_dir: Path) -> dict[str, Any]:
     """What the shepherd needs to prepare the run directory and start the job in it."""
     files = [] if launch.inline is not None else [[str(launch.script), launch.script.name]]
     files += [[str(source), source.name] for source in launch.inputs]

@@ -64,7 +64,7 @@ class ShepherdLink:
             except ConnectionRefusedError:
                 if not start:
                     return None
-                await asyncio.to_thread(_start_shepherd, name, runs_root)
+                await asyncio.to_thread(start_shepherd, name, runs_root)
                 continue
             if shepherd.peer_uid(writer.get_extra_info("socket")) != os.getuid():
                 writer.close()
@@ -113,7 +113,7 @@ class ShepherdLink:
                 self._on_lost(self)
 
 
-def _start_shepherd(name: str, runs_root: Path) -> None:
+def start_shepherd(name: str, runs_root: Path) -> None:
     """Start a shepherd and return once it listens (or another one already did). Blocking:
     called in a worker thread, once per shepherd."""
     runs_root.mkdir(parents=True, exist_ok=True)
