@@ -394,8 +394,9 @@ def _exported_function(name: str, env: Mapping[str, str]) -> bool:
 
 
 # Characters a shell reads as themselves everywhere in a word (no quoting, expansion,
-# redirection, globbing, comment or separator), and blanks between words.
-_PLAIN_COMMAND = re.compile(r"[ \t]*[\w./,:+@%=-]+(?:[ \t]+[\w./,:+@%=-]+)*[ \t]*", re.ASCII)
+# redirection, globbing, comment or separator), blanks between words, and white space around
+# them (a YAML block ends in a newline).
+_PLAIN_COMMAND = re.compile(r"\s*[\w./,:+@%=-]+(?:[ \t]+[\w./,:+@%=-]+)*\s*", re.ASCII)
 # First words a shell runs itself, whose effect or output may differ from a program of the
 # same name: the builtins of dash and bash (true and false excepted: their programs do the
 # same) and reserved words made only of plain characters.

@@ -74,6 +74,7 @@ def test_a_row_with_every_field_and_unknown_keys_reads_back() -> None:
     ("command", "words"),
     [
         ("true", ["true"]),
+        ("python3 train.py\n", ["python3", "train.py"]),  # a YAML block's last newline
         ("  python3 train.py --epochs 3\t", ["python3", "train.py", "--epochs", "3"]),
         ("/usr/bin/env -i make -j4 all", ["/usr/bin/env", "-i", "make", "-j4", "all"]),
         ("grep -r key=value,x:y@z+1%", ["grep", "-r", "key=value,x:y@z+1%"]),
