@@ -246,13 +246,23 @@ def time_engine(dag: Dag, concurrency: int, root: Path) -> EngineTiming:
     return EngineTiming(total_s, submit_s, CpuUse(own_after - own_before, helper_s, jobs_s))
 
 
-# -- runner 2: the bare dispatcher (the floor) --------------------------------------------
+# -- runner 2: the bare dispatcher (the floor of starting processes) -----------------------
 
 Spawner = Callable[[str], int]  # job name -> pid of the started process
 
 
 def spawn_true(job: str) -> int:
     return os.posix_spawn(TRUE, [TRUE], os.environ)
+
+
+def counters(dag: Dag) -> tuple[dict[str, list[str]], dict[str, int], deque[str]]:
+    """Each job's children, its count of parents not yet done, and the jobs ready now."""
+    children: dict[str, list[str]] = {job: [] for job in dag}
+    for job, parents in dag.items():
+        for parent in parents:
+            children[parent].append(job)
+    waiting = {job: len(parents) for job, parents in dag.items()}
+    return children, waiting, deque(job for job, count in waiting.items() if count == 0)
 
 
 class BareDispatcher:
@@ -264,12 +274,7 @@ class BareDispatcher:
         self._loop = loop
         self._concurrency = concurrency
         self._spawn_job = spawn
-        self._children: dict[str, list[str]] = {job: [] for job in dag}
-        self._waiting = {job: len(parents) for job, parents in dag.items()}
-        for job, parents in dag.items():
-            for parent in parents:
-                self._children[parent].append(job)
-        self._ready = deque(job for job, count in self._waiting.items() if count == 0)
+        self._children, self._waiting, self._ready = counters(dag)
         self._running = 0
         self._left = len(dag)
         self.done: asyncio.Future[None] = loop.create_future()
@@ -319,7 +324,7 @@ def time_bare(dag: Dag, concurrency: int) -> tuple[float, CpuUse]:
     return wall_s, CpuUse(own_after - own_before, 0.0, children_after - children_before)
 
 
-# -- runner 4: the durable floor ----------------------------------------------------------
+# -- runner 3: the durable floor ----------------------------------------------------------
 
 
 class DurableFloor:
@@ -340,12 +345,7 @@ class DurableFloor:
         self._wf_id = wf_id
         self._runs_root = runs_root
         self._db = db
-        self._children: dict[str, list[str]] = {job: [] for job in dag}
-        for job, parents in dag.items():
-            for parent in parents:
-                self._children[parent].append(job)
-        self._waiting = {job: len(parents) for job, parents in dag.items()}
-        self._ready = deque(job for job, count in self._waiting.items() if count == 0)
+        self._children, self._waiting, self._ready = counters(dag)
         self._running: dict[str, AttemptRecord] = {}  # by spawn key
         self._pids: dict[str, int] = {}
 
@@ -360,7 +360,10 @@ class DurableFloor:
                 sock.sendall(shepherd.encode_line(request))
             batch, requests = Batch(), []
             while not batch:
-                message = json.loads(answers.readline())
+                line = answers.readline()
+                if not line:
+                    raise BenchError("floor: the shepherd went away")
+                message = json.loads(line)
                 if message["op"] == "started":
                     self._pids[message["key"]] = message["pid"]
                 elif message["op"] == "exited":
@@ -443,7 +446,7 @@ def time_floor(dag: Dag, concurrency: int, root: Path) -> float:
     return elapsed
 
 
-# -- runner 3: GNU make -------------------------------------------------------------------
+# -- runner 4: GNU make -------------------------------------------------------------------
 
 
 def makefile_text(dag: Dag) -> str:
