@@ -150,21 +150,19 @@ async def test_success_logs_stdout_and_stderr(
     assert sorted(p.name for p in launch.run_dir.iterdir()) == ["log", "script.sh", "status"]
 
 
-async def test_inline_command_runs_in_sh(executor: LocalExecutor, make_launch: MakeLaunch) -> None:
-    base = make_launch()
-    launch = dataclasses.replace(
-        base, script=base.run_dir / "run.sh", argv=(".", "./run.sh", "a b"), inline='echo "[$1]"'
+def inline_launch(make_launch: MakeLaunch, command: str, *args: str, **kw: object) -> Launch:
+    """A Launch of the inline ``run:`` command ``command`` with these arguments."""
+    base = make_launch(**kw)
+    return dataclasses.replace(
+        base, script=base.run_dir / "run.sh", argv=(".", "./run.sh", *args), inline=command
     )
+
+
+async def test_inline_command_runs_in_sh(executor: LocalExecutor, make_launch: MakeLaunch) -> None:
+    launch = inline_launch(make_launch, 'echo "[$1]"', "a b")
     assert await executor.wait(await executor.start(launch)) == ExitStatus(code=0)
     assert log_text(launch) == "[a b]\n"
     assert sorted(p.name for p in launch.run_dir.iterdir()) == ["log", "status"]
-
-
-def inline_launch(make_launch: MakeLaunch, command: str, **kw: object) -> Launch:
-    base = make_launch(**kw)
-    return dataclasses.replace(
-        base, script=base.run_dir / "run.sh", argv=(".", "./run.sh"), inline=command
-    )
 
 
 def tool_in_path(tmp_path: Path, text: str, mode: int = 0o755) -> tuple[Path, dict[str, str]]:
