@@ -338,20 +338,26 @@ class DurableFloor:
     (the store, the run directories, a parent that outlives a restart) costs."""
 
     def __init__(
-        self, dag: Dag, concurrency: int, wf_id: str, runs_root: Path, db: sqlite3.Connection
+        self,
+        spec: WorkflowSpec,
+        concurrency: int,
+        wf_id: str,
+        runs_root: Path,
+        db: sqlite3.Connection,
     ) -> None:
-        self._dag = dag
+        self._jobs = spec.jobs
         self._concurrency = concurrency
         self._wf_id = wf_id
         self._runs_root = runs_root
         self._db = db
+        dag = {name: job.needs for name, job in spec.jobs.items()}
         self._children, self._waiting, self._ready = counters(dag)
         self._running: dict[str, AttemptRecord] = {}  # by spawn key
         self._pids: dict[str, int] = {}
 
     def run(self, sock: socket.socket) -> None:
         answers = sock.makefile("rb")
-        left = len(self._dag)
+        left = len(self._jobs)
         batch = Batch()
         requests = self._start_ready(batch)
         while left:
@@ -378,7 +384,7 @@ class DurableFloor:
         requests = []
         while self._ready and len(self._running) < self._concurrency:
             job = self._ready.popleft()
-            launch = launch_for(JobSpec(job, "shell", run="true"), self._wf_id, 1, self._runs_root)
+            launch = launch_for(self._jobs[job], self._wf_id, 1, self._runs_root)
             key = f"{self._wf_id}/{job}/1"
             now = time.time()
             batch.transitions.append(
@@ -412,9 +418,8 @@ class DurableFloor:
                 self._ready.append(child)
 
 
-async def _store_workflow(dag: Dag, state_dir: Path) -> str:
-    """Store the DAG as the engine's submit does (nothing dispatches); its id."""
-    spec = _spec(dag, state_dir.parent)
+async def _store_workflow(spec: WorkflowSpec, state_dir: Path) -> str:
+    """Store the workflow as the engine's submit does (nothing dispatches); its id."""
     engine = await Engine.open(state_dir, spec.hosts, Limits(max_jobs=0))
     try:
         return await engine.scheduler.submit(spec)
@@ -425,8 +430,10 @@ async def _store_workflow(dag: Dag, state_dir: Path) -> str:
 def time_floor(dag: Dag, concurrency: int, root: Path) -> float:
     """One floor run, from the first commit to the last (storing the workflow, about the
     engine's "submit s", is not timed)."""
-    state_dir = scratch_dir(root, "floor-") / "state"
-    wf_id = asyncio.run(_store_workflow(dag, state_dir))
+    workdir = scratch_dir(root, "floor-")
+    spec = _spec(dag, workdir)
+    state_dir = workdir / "state"
+    wf_id = asyncio.run(_store_workflow(spec, state_dir))
     runs_root = state_dir / "runs"
     name = shepherd.socket_name(str(runs_root))
     start_shepherd(name, runs_root)
@@ -437,7 +444,7 @@ def time_floor(dag: Dag, concurrency: int, root: Path) -> float:
             db.execute(pragma)
         sock.connect(shepherd.address(name))
         start = time.perf_counter()
-        DurableFloor(dag, concurrency, wf_id, runs_root, db).run(sock)
+        DurableFloor(spec, concurrency, wf_id, runs_root, db).run(sock)
         elapsed = time.perf_counter() - start
     finally:
         sock.close()
