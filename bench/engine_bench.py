@@ -11,7 +11,9 @@ In one run, on the same DAGs and with the same concurrency C (default: the CPU c
 - **floor**: the engine's durable work without its layers (`DurableFloor`): the same commits
   with the store's own writer, the same shepherd, the same run directories, but a blocking
   loop in one thread (the floor of durable state);
-- **make**: GNU `make -jC` on a generated Makefile of phony targets whose recipe is `@true`.
+- **make**: GNU `make -jC` on a generated Makefile of phony targets whose recipe is `@true`;
+- **asyncio**: the same counters on asyncio's own subprocess API (`create_subprocess_exec`,
+  `Process.wait`): what a hand-written Python dispatcher costs, for context.
 
 A separate section writes a 100,000-job layered workflow as YAML and, in a fresh subprocess,
 times `ccd.spec.load()` and `submit()` with `Limits(max_jobs=0)` (nothing dispatches), and
@@ -324,6 +326,32 @@ def time_bare(dag: Dag, concurrency: int) -> tuple[float, CpuUse]:
     return wall_s, CpuUse(own_after - own_before, 0.0, children_after - children_before)
 
 
+async def _subprocess_run(dag: Dag, concurrency: int) -> float:
+    children, waiting, ready = counters(dag)
+    slots = asyncio.Semaphore(concurrency)
+
+    async def run(job: str, jobs: asyncio.TaskGroup) -> None:
+        async with slots:
+            proc = await asyncio.create_subprocess_exec(TRUE)
+            if await proc.wait() != 0:
+                raise BenchError(f"asyncio: {job} exited {proc.returncode}")
+        for child in children[job]:
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                jobs.create_task(run(child, jobs))
+
+    start = time.perf_counter()
+    async with asyncio.TaskGroup() as jobs:
+        for job in ready:
+            jobs.create_task(run(job, jobs))
+    return time.perf_counter() - start
+
+
+def time_subprocess(dag: Dag, concurrency: int) -> float:
+    """One run of the DAG on asyncio's subprocess API: a task per job, a semaphore for C."""
+    return asyncio.run(_subprocess_run(dag, concurrency))
+
+
 # -- runner 3: the durable floor ----------------------------------------------------------
 
 
@@ -492,6 +520,7 @@ class Row:
     bare_s: float
     floor_s: float
     make_s: float | None
+    subprocess_s: float
     engine_cpu: CpuUse
     bare_cpu: CpuUse
 
@@ -528,6 +557,7 @@ def measure(shape: str, n: int, runs: Runs) -> Row:
     bare: list[tuple[float, CpuUse]] = []
     floor: list[float] = []
     make: list[float] = []
+    aio: list[float] = []
     for _ in range(runs.repeat):
         engine.append(time_engine(dag, runs.concurrency, runs.tmp_root))
         bare.append(time_bare(dag, runs.concurrency))
@@ -535,6 +565,7 @@ def measure(shape: str, n: int, runs: Runs) -> Row:
         made = time_make(dag, runs.concurrency, runs.tmp_root)
         if made is not None:
             make.append(made)
+        aio.append(time_subprocess(dag, runs.concurrency))
     return Row(
         shape,
         n,
@@ -543,6 +574,7 @@ def measure(shape: str, n: int, runs: Runs) -> Row:
         statistics.median(wall for wall, _ in bare),
         statistics.median(floor),
         _median(make),
+        statistics.median(aio),
         median_cpu([t.cpu for t in engine]),
         median_cpu([cpu for _, cpu in bare]),
     )
@@ -577,10 +609,12 @@ COLUMNS: tuple[tuple[str, int, Callable[[Row], str]], ...] = (
     ("bare s", 8, lambda r: f"{r.bare_s:.3f}"),
     ("floor s", 8, lambda r: f"{r.floor_s:.3f}"),
     ("make s", 8, lambda r: _secs(r.make_s)),
+    ("asyncio s", 10, lambda r: f"{r.subprocess_s:.3f}"),
     ("engine/bare", 12, lambda r: f"{r.engine_over_bare:.2f}x"),
     ("floor/bare", 11, lambda r: f"{r.floor_s / r.bare_s:.2f}x"),
     ("ovh ms/job", 11, lambda r: f"{r.overhead_ms:.2f}"),
     ("engine/make", 12, lambda r: _ratio(r.engine_s, r.make_s)),
+    ("engine/asyncio", 15, lambda r: f"{r.engine_s / r.subprocess_s:.2f}x"),
 )
 
 
@@ -641,6 +675,10 @@ def target_lines(rows: Iterable[Row]) -> list[str]:
         lines.append(
             f"  fan N=1000 engine/bare = {ratio:.2f}x (target <= {FAN_RATIO_TARGET}x)"
             f"  {_verdict(ratio <= FAN_RATIO_TARGET)}"
+        )
+        lines.append(
+            f"    (durable floor/bare = {fan_row.floor_s / fan_row.bare_s:.2f}x;"
+            f" engine/asyncio subprocess API = {fan_row.engine_s / fan_row.subprocess_s:.2f}x)"
         )
     chain_row = by_key.get(("chain", 1000))
     if chain_row is None:
@@ -802,10 +840,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.load_only is not None:
         load_only(args.load_only)
         return
-    if args.profile:
-        shape, _, n = args.profile.partition(":")
-        if shape not in SHAPE_BUILDERS:
-            sys.exit(f"--profile: unknown shape {shape!r}; one of {', '.join(SHAPES)}")
     root = Path(tempfile.mkdtemp(prefix="ccd-bench-", dir=args.tmp_dir))
     try:
         if args.profile:

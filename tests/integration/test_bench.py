@@ -24,7 +24,8 @@ def test_engine_bench_runs_every_runner_on_every_shape(tmp_path: Path) -> None:
     assert set(rows) == {"chain", "fan", "layered"}
     for cells in rows.values():
         # shape, N, then the engine's, its submit's, the bare dispatcher's and the durable
-        # floor's seconds (make's, next, is n/a without GNU make)
+        # floor's seconds, make's (n/a without GNU make) and the asyncio dispatcher's
         engine_s, submit_s, _, bare_s, floor_s = (float(c) for c in cells[2:7])
         assert engine_s > submit_s > 0 and bare_s > 0 and floor_s > 0, cells
+        assert float(cells[8]) > 0, cells
     assert list(tmp_path.iterdir()) == []  # its scratch tree is removed
