@@ -5,6 +5,7 @@ committed. This is how "state is written before it is acted on" stays cheap."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
 import structlog
@@ -12,6 +13,10 @@ import structlog
 from ccd.store import Batch, Store
 
 log = structlog.get_logger("ccd.commit")
+
+# A failed commit is retried after this long, doubling up to the maximum.
+RETRY_MIN_S = 0.1
+RETRY_MAX_S = 30.0
 
 
 class Committer:
@@ -21,6 +26,7 @@ class Committer:
         self.batch = Batch()
         self._actions: list[Callable[[], None]] = []
         self._flushing: asyncio.Task[None] | None = None
+        self._backing_off = False  # the flush waits to retry a failed commit
         self.settled = asyncio.Event()  # set while nothing waits to be committed
         self.settled.set()
 
@@ -39,18 +45,33 @@ class Committer:
             self._flushing = asyncio.create_task(self._flush())
 
     async def drain(self) -> None:
-        """Commit everything queued, now."""
+        """Commit everything queued, now: once, raising if that fails (this is for closing,
+        which must not wait on retries)."""
         if self._flushing is not None:
-            await self._flushing
+            if self._backing_off:
+                self._flushing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flushing
         await self._commit_once()
 
     async def _flush(self) -> None:
+        delay_s = RETRY_MIN_S
         try:
             while self.batch or self._actions:
-                await self._commit_once()
-        except Exception:
-            log.exception("commit_failed")
-            raise
+                try:
+                    await self._commit_once()
+                except Exception:
+                    # Nothing is acted on before it is committed, so nothing moves meanwhile;
+                    # a full disk or a locked database may well clear up.
+                    log.exception("commit_failed", retry_in_s=delay_s)
+                    self._backing_off = True
+                    try:
+                        await asyncio.sleep(delay_s)
+                    finally:
+                        self._backing_off = False
+                    delay_s = min(delay_s * 2, RETRY_MAX_S)
+                else:
+                    delay_s = RETRY_MIN_S
         finally:
             self._flushing = None
             if not (self.batch or self._actions):
@@ -59,7 +80,13 @@ class Committer:
     async def _commit_once(self) -> None:
         batch, actions = self.batch, self._actions
         self.batch, self._actions = Batch(), []
-        await asyncio.shield(self._store.apply(batch))
+        try:
+            await asyncio.shield(self._store.apply(batch))
+        except Exception:
+            # Not committed (the transaction rolled back): kept, ahead of what came since.
+            batch.extend(self.batch)
+            self.batch, self._actions = batch, actions + self._actions
+            raise
         for action in actions:
             action()
         self._after_each_commit()

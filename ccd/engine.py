@@ -155,10 +155,12 @@ class Engine:
         return dag.to_dot(await self.scheduler.stored_spec(workflow_id), states, progress)
 
     async def close(self) -> None:
-        await self.scheduler.close()
-        for executor in self._executors.values():
-            await executor.close()
-        await self.store.close()
+        try:
+            await self.scheduler.close()
+            for executor in self._executors.values():
+                await executor.close()
+        finally:
+            await self.store.close()  # else its thread keeps the process from exiting
 
     async def status(self, workflow_id: str) -> WorkflowStatus:
         wf = await self.store.get_workflow(workflow_id)

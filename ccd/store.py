@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -231,6 +231,14 @@ class Batch:
             self.transitions or self.attempts or self.progress or self.workflows or self.notes
         )
 
+    def extend(self, later: Batch) -> None:
+        """Append the changes of ``later`` (made after these) to this batch."""
+        self.transitions += later.transitions
+        self.attempts += later.attempts
+        self.progress += later.progress
+        self.workflows += later.workflows
+        self.notes += later.notes
+
 
 def new_workflow_id() -> str:
     """A short id a user can type: 10 hex digits (collisions retried by the caller)."""
@@ -282,14 +290,15 @@ class Store:
             row = await cur.fetchone()
         return None if row is None else row[0]
 
-    async def _transaction(self, body: Callable[[], Awaitable[None]]) -> None:
-        await self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            await body()
-        except BaseException:
-            await self._conn.execute("ROLLBACK")
-            raise
-        await self._conn.execute("COMMIT")
+    async def _in_thread(self, write: Callable[..., None], *args: Any) -> None:
+        """Run ``write(db, *args)`` as one transaction, in one trip to the database thread.
+
+        The thread runs one call at a time, so no other statement (another request's, or the
+        scheduler's batch) can land inside the transaction; a transaction spread over several
+        awaits could interleave with one (SQLite: "cannot start a transaction within a
+        transaction"). One trip is also cheaper than one per statement."""
+        # aiosqlite's way of running a function in its thread (Connection._execute).
+        await self._conn._execute(_transaction, self._conn._conn, write, *args)  # type: ignore[no-untyped-call]
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -297,44 +306,15 @@ class Store:
         self, wf: WorkflowRecord, jobs: Iterable[NewJob], edges: Iterable[tuple[str, str]]
     ) -> None:
         """Insert a workflow with all its jobs and edges, atomically."""
-
-        async def body() -> None:
-            await self._conn.execute(
-                "INSERT INTO workflows VALUES (?,?,?,?,?,?,?,?,?)",
-                (wf.id, wf.name, wf.source, wf.base_dir, wf.state, int(wf.fail_fast),
-                 wf.request_id, wf.created_at, wf.updated_at),
-            )  # fmt: skip
-            await self._conn.executemany(
-                "INSERT INTO jobs (workflow_id, name, seq, state, host, spec) VALUES (?,?,?,?,?,?)",
-                (
-                    (wf.id, name, seq, JobState.WAITING, host, _to_json(spec))
-                    for seq, (name, host, spec) in enumerate(jobs)
-                ),
-            )
-            await self._conn.executemany(
-                "INSERT INTO edges VALUES (?,?,?)", ((wf.id, p, c) for p, c in edges)
-            )
-            await self._conn.execute(
-                "INSERT INTO events (workflow_id, at, new, reason) VALUES (?,?,?,?)",
-                (wf.id, wf.created_at, wf.state, "submitted"),
-            )
-
-        await self._transaction(body)
+        await self._in_thread(_insert_workflow, wf, jobs, edges)
 
     async def apply(self, batch: Batch) -> None:
-        """Commit one turn's changes in one transaction, in one trip to the database thread:
-        a trip per statement would cost a thread wake-up each, several per job."""
+        """Commit one turn's changes in one transaction."""
         if batch:
-            # aiosqlite's way of running a function in its thread (Connection._execute).
-            await self._conn._execute(commit_batch, self._conn._conn, batch)  # type: ignore[no-untyped-call]
+            await self._in_thread(_write_batch, batch)
 
     async def delete_workflow(self, workflow_id: str) -> None:
-        async def body() -> None:
-            cur = await self._conn.execute("DELETE FROM workflows WHERE id=?", (workflow_id,))
-            if cur.rowcount == 0:
-                raise NotFound(f"no workflow '{workflow_id}'")
-
-        await self._transaction(body)
+        await self._in_thread(_delete_workflow, workflow_id)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -387,16 +367,50 @@ class Store:
             return [EventRecord(*row) for row in await cur.fetchall()]
 
 
-def commit_batch(db: sqlite3.Connection, batch: Batch) -> None:
-    """One turn's changes in one transaction; runs in aiosqlite's thread (or, in the
-    benchmark's durable floor, in a plain one)."""
+def _transaction(db: sqlite3.Connection, write: Callable[..., None], *args: Any) -> None:
     db.execute("BEGIN IMMEDIATE")
     try:
-        _write_batch(db, batch)
+        write(db, *args)
     except BaseException:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
+
+
+def commit_batch(db: sqlite3.Connection, batch: Batch) -> None:
+    """One turn's changes in one transaction, as `Store.apply` commits them (for the
+    benchmark's durable floor, which calls it in a plain thread)."""
+    _transaction(db, _write_batch, batch)
+
+
+def _insert_workflow(
+    db: sqlite3.Connection,
+    wf: WorkflowRecord,
+    jobs: Iterable[NewJob],
+    edges: Iterable[tuple[str, str]],
+) -> None:
+    db.execute(
+        "INSERT INTO workflows VALUES (?,?,?,?,?,?,?,?,?)",
+        (wf.id, wf.name, wf.source, wf.base_dir, wf.state, int(wf.fail_fast), wf.request_id,
+         wf.created_at, wf.updated_at),
+    )  # fmt: skip
+    db.executemany(
+        "INSERT INTO jobs (workflow_id, name, seq, state, host, spec) VALUES (?,?,?,?,?,?)",
+        (
+            (wf.id, name, seq, JobState.WAITING, host, _to_json(spec))
+            for seq, (name, host, spec) in enumerate(jobs)
+        ),
+    )
+    db.executemany("INSERT INTO edges VALUES (?,?,?)", ((wf.id, p, c) for p, c in edges))
+    db.execute(
+        "INSERT INTO events (workflow_id, at, new, reason) VALUES (?,?,?,?)",
+        (wf.id, wf.created_at, wf.state, "submitted"),
+    )
+
+
+def _delete_workflow(db: sqlite3.Connection, workflow_id: str) -> None:
+    if db.execute("DELETE FROM workflows WHERE id=?", (workflow_id,)).rowcount == 0:
+        raise NotFound(f"no workflow '{workflow_id}'")
 
 
 def _write_batch(db: sqlite3.Connection, batch: Batch) -> None:

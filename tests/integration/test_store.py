@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import aiosqlite
@@ -136,5 +137,24 @@ async def test_delete_cascades(tmp_path: Path) -> None:
         assert await store.list_events("w1") == []
         with pytest.raises(NotFound):
             await store.delete_workflow("w1")
+    finally:
+        await store.close()
+
+
+async def test_writes_made_at_once_each_commit_whole(tmp_path: Path) -> None:
+    """Two submits and a scheduler batch at the same moment, on the one connection: each is
+    its own transaction (none starts inside another's)."""
+    store = await _store_with_workflow(tmp_path)
+    try:
+        jobs = [NewJob(f"j{i}", "local", {}) for i in range(50)]
+        ready = Batch(transitions=[Transition("w1", "a", JobState.WAITING, JobState.READY, 2.0)])
+        await asyncio.gather(
+            store.put_workflow(_wf("w2"), jobs, [("j0", "j1")]),
+            store.apply(ready),
+            store.put_workflow(_wf("w3"), jobs, []),
+            store.delete_workflow("w1"),
+        )
+        assert [len(await store.list_jobs(w)) for w in ("w1", "w2", "w3")] == [0, 50, 50]
+        assert await store.list_edges("w2") == [("j0", "j1")]
     finally:
         await store.close()
