@@ -21,6 +21,7 @@ from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 import ccd
@@ -33,6 +34,7 @@ log = structlog.get_logger("ccd.api")
 
 SSE_KEEPALIVE_S = 15.0
 LOG_CHUNK_MAX = 1 << 20
+MAX_LOG_OFFSET = 1 << 53  # beyond any log; larger ones would overflow a file offset
 
 # -- request bodies --------------------------------------------------------------------------
 
@@ -121,7 +123,7 @@ def _add_read_routes(app: FastAPI, engine: Engine, started_at: float) -> None:
     async def job_log(
         workflow_id: str,
         job: str,
-        offset: int = Query(0, ge=0),
+        offset: int = Query(0, ge=0, le=MAX_LOG_OFFSET),
         attempt: int | None = Query(None, ge=1),
     ) -> Response:
         record, data = await engine.read_log(workflow_id, job, attempt, offset)
@@ -197,6 +199,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(CcdError)
     async def ccd_error(_: Request, exc: CcdError) -> JSONResponse:
         return error(400, str(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error(exc.status_code, str(exc.detail))  # e.g. an unknown path or method
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from ccd import paths
-from ccd.errors import CcdError
+from ccd.errors import CcdError, Problem, SpecError
 
 TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 
@@ -113,8 +113,13 @@ class Client:
     ) -> str:
         """Submit a workflow file; returns its id. Safe to repeat with the same request id."""
         path = Path(path).resolve()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            problem = Problem(str(path), None, f"cannot read workflow file: {err}")
+            raise SpecError([problem]) from err
         body = {
-            "yaml": path.read_text(),
+            "yaml": text,
             "source": str(path),
             "base_dir": str(path.parent),
             "fail_fast": fail_fast,

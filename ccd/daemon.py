@@ -63,11 +63,13 @@ class Daemon:
         sdnotify.take_environment()
         state_dir = paths.prepare_state_dir(self.config.state_dir)
         self._lock_file = _lock_state_dir(state_dir, self.config.socket)
-        logs.configure(state_dir / paths.LOG_NAME, console=logs.console_default())
-        self._engine = await Engine.open(state_dir, self.config.hosts, _limits(self.config))
-        await self._engine.scheduler.recover()  # reconcile before taking any request
+        # Before touching any job: a socket another daemon serves ends this one here. Clients
+        # that connect while we recover wait in the backlog.
         sock = _bind_socket(self.config.socket)
         self._socket_bound = True
+        logs.configure(state_dir / paths.LOG_NAME, console=logs.console_default())
+        self._engine = await Engine.open(state_dir, self.config.hosts, _limits(self.config))
+        await self._engine.scheduler.recover()  # reconcile before serving any request
         self._app = app = create_app(
             self._engine, started_at=time.time(), max_request_bytes=self.config.max_request_bytes
         )
@@ -180,8 +182,7 @@ def _bind_socket(path: Path) -> socket.socket:
     mode = path.parent.stat().st_mode
     if stat.S_IMODE(mode) & 0o077:
         raise CcdError(f"socket directory {path.parent} must be private (chmod 700 it)")
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()  # stale: we hold the state dir's lock, so no daemon owns it
+    _remove_stale_socket(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o177)
     try:
@@ -192,6 +193,24 @@ def _bind_socket(path: Path) -> socket.socket:
     sock.listen(128)
     sock.setblocking(False)
     return sock
+
+
+def _remove_stale_socket(path: Path) -> None:
+    """Remove a socket left by a daemon that died; refuse one that something still serves
+    (another daemon, on another state dir) and anything that is not a socket."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise CcdError(f"{path} exists and is not a socket: move it, or give ccd another --socket")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            path.unlink(missing_ok=True)  # nobody listens: stale
+            return
+    raise CcdError(f"socket {path} is in use by another ccd: stop it, or give this one --socket")
 
 
 def _start_watchdog() -> asyncio.Task[None] | None:
@@ -219,6 +238,10 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(daemon.run_async())
     except CcdError as err:
         print(f"ccd: {err}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as err:  # e.g. a state dir or socket path that cannot be made
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"ccd: {where}{err.strerror or err}", file=sys.stderr)
         sys.exit(1)
     if not daemon.started:
         sys.exit(1)

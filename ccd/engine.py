@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ccd import dag, paths
-from ccd.errors import NotFound
+from ccd.errors import NotFound, Problem, SpecError
 from ccd.executors.base import Executor, Handle, HostHealth, backend_class
 from ccd.models import JobState
 from ccd.scheduler import Limits, Scheduler
@@ -115,10 +115,30 @@ class Engine:
 
     async def parse(self, text: str, source: Path, base_dir: Path) -> WorkflowSpec:
         """Validate a workflow's YAML against this engine's hosts (off the event loop:
-        a 100,000-job file takes seconds)."""
-        return await asyncio.to_thread(
+        a 100,000-job file takes seconds). Its jobs may run only on those hosts: a host the
+        file defines for itself has no executor here, nor one after a restart."""
+        spec = await asyncio.to_thread(
             parse, text, source=source, base_dir=base_dir, extra_hosts=self.hosts
         )
+        problems = self._foreign_hosts(spec)
+        if problems:
+            raise SpecError(problems)
+        return spec
+
+    def _foreign_hosts(self, spec: WorkflowSpec) -> list[Problem]:
+        """A problem for the first job on each host the file defines unlike this engine."""
+        problems: dict[str, Problem] = {}
+        for job in spec.jobs.values():
+            if job.host in problems or self.hosts.get(job.host) == spec.hosts[job.host]:
+                continue
+            ours = ", ".join(sorted(self.hosts))
+            problems[job.host] = Problem(
+                str(spec.source), job.line,
+                f"host '{job.host}' is defined in the workflow file; the daemon runs jobs only"
+                f" on the hosts of its config ({ours}): define it there, or use `ccctl run`",
+                job=job.name, field="host",
+            )  # fmt: skip
+        return list(problems.values())
 
     async def list_workflows(self) -> list[WorkflowRecord]:
         return await self.store.list_workflows()
@@ -135,8 +155,11 @@ class Engine:
         if attempt is not None:
             records = [r for r in records if r.attempt == attempt]
         if not records:
-            which = f"attempt {attempt}" if attempt is not None else "any attempt"
-            raise NotFound(f"job '{job}' of workflow '{workflow_id}' has no {which}")
+            if not await self.store.has_job(workflow_id, job):
+                raise NotFound(f"workflow '{workflow_id}' has no job '{job}'")
+            if attempt is not None:
+                raise NotFound(f"job '{job}' of workflow '{workflow_id}' has no attempt {attempt}")
+            raise NotFound(f"job '{job}' of workflow '{workflow_id}' has not started yet")
         record = records[-1]
         executor = self._executors.get(record.host) or self._executors[LOCAL]
         handle = Handle(workflow_id, job, record.attempt, Path(record.run_dir), record.pid,

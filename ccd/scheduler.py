@@ -50,6 +50,7 @@ from ccd.spec import JobSpec, WorkflowSpec
 from ccd.store import (
     AttemptRecord,
     JobNote,
+    JobRecord,
     ProgressUpdate,
     Store,
     Transition,
@@ -61,6 +62,8 @@ from ccd.store import (
 log = structlog.get_logger("ccd.scheduler")
 
 NEVER_STARTED = "never started (daemon restarted before launch)"
+# A running job's reason once it has been asked to stop: a restarted daemon asks again.
+CANCEL_REQUESTED = "cancel requested"
 
 __all__ = ["Conflict", "JobEvent", "JobRun", "Limits", "Scheduler", "WorkflowRun"]
 
@@ -176,7 +179,9 @@ class Scheduler:
     async def recover(self) -> None:
         """Load every unfinished workflow from the store; re-attach to running attempts."""
         for wf in await self._store.list_workflows(unfinished_only=True):
-            run = await self._load_stored(wf)
+            records = await self._store.list_jobs(wf.id)
+            run = self._load_records(wf, records)
+            cancelling = {r.name for r in records if r.reason == CANCEL_REQUESTED}
             latest: dict[str, AttemptRecord] = {}
             for a in await self._store.list_attempts(wf.id):  # ordered by attempt
                 latest[a.job] = a
@@ -184,6 +189,8 @@ class Scheduler:
             for job in run.jobs.values():
                 if job.state in IN_FLIGHT:
                     self._resume(job, latest.get(job.name))
+                    if job.name in cancelling and job.attempt is not None:
+                        job.attempt.request_kill("cancelled")
                 elif job.state is JobState.READY:
                     self._enqueue(job)
             self._make_ready(run.jobs.values())
@@ -271,7 +278,9 @@ class Scheduler:
         return run
 
     async def _load_stored(self, wf: WorkflowRecord) -> WorkflowRun:
-        records = await self._store.list_jobs(wf.id)
+        return self._load_records(wf, await self._store.list_jobs(wf.id))
+
+    def _load_records(self, wf: WorkflowRecord, records: list[JobRecord]) -> WorkflowRun:
         jobs = [(job_spec(rec), rec.state, rec.attempts) for rec in records]
         return self._load(wf.id, spec_of_records(wf, records), wf.fail_fast, jobs)
 
@@ -379,6 +388,8 @@ class Scheduler:
             self._transition(job, JobState.CANCELLED, reason)
             self._skip_descendants(job)
         elif job.state in IN_FLIGHT and job.attempt is not None:
+            if job.attempt.kill_reason is None:
+                self._note(job, CANCEL_REQUESTED)  # committed, so a restart cannot forget it
             job.attempt.request_kill("cancelled")
 
     def _skip_descendants(self, job: JobRun) -> None:
@@ -452,7 +463,8 @@ class Scheduler:
         """Start ready jobs while their host and the global limit have room."""
         global_cap = self.limits.max_jobs
         for host, queue in self._ready.items():
-            if queue and self._executors[host].health().state != "ok":
+            executor = self._executors.get(host)  # None: not in the config (any more)
+            if queue and (executor is None or executor.health().state != "ok"):
                 continue  # its jobs wait (READY) until the host is back
             limit = self._host_limit(host)
             while queue and self._running.get(host, 0) < limit:
@@ -536,11 +548,16 @@ class Scheduler:
             self._transition(job, JobState.RUNNING, reason)
         elif state == "pending" and reason and reason != job.pending_reason:
             job.pending_reason = reason
-            note = JobNote(run.id, job.name, job.state, reason, time.time())
-            self._commit.batch.notes.append(note)
-            event = JobEvent(run.id, job.name, job.state, time.time(), reason)
-            self._commit.after(lambda: self._announce(event))
+            if job.attempt is None or job.attempt.kill_reason is None:  # else: cancel requested
+                self._note(job, reason)
         self._kick()
+
+    def _note(self, job: JobRun, reason: str) -> None:
+        """Record why a job is in its state, without changing it."""
+        at = time.time()
+        self._commit.batch.notes.append(JobNote(job.wf.id, job.name, job.state, reason, at))
+        event = JobEvent(job.wf.id, job.name, job.state, at, reason)
+        self._commit.after(lambda: self._announce(event))
 
     def _on_progress(self, job: JobRun, marker: Progress, offset: int) -> None:
         job.progress = marker.percent

@@ -337,6 +337,10 @@ class Store:
         async with self._conn.execute(sql + " ORDER BY created_at") as cur:
             return [_workflow(row) for row in await cur.fetchall()]
 
+    async def has_job(self, workflow_id: str, name: str) -> bool:
+        sql = "SELECT 1 FROM jobs WHERE workflow_id=? AND name=?"
+        return await self._scalar(sql, (workflow_id, name)) is not None
+
     async def list_jobs(self, workflow_id: str) -> list[JobRecord]:
         async with self._conn.execute(
             "SELECT * FROM jobs WHERE workflow_id=? ORDER BY seq", (workflow_id,)

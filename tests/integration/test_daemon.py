@@ -215,6 +215,10 @@ def test_malformed_and_oversized_requests_get_4xx(daemon: DaemonProcess) -> None
                                                     "base_dir": "/"}).ljust(60).encode(), 422),
         (b"GET /workflows/nope HTTP/1.1\r\nHost: x\r\n\r\n", 404),
         (b"GET /workflows/x/jobs/y/log?offset=-1 HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"GET /workflows/x/jobs/y/log?offset=99999999999999999999999 HTTP/1.1\r\n"
+         b"Host: x\r\n\r\n", 400),
+        (b"GET /workflows/x/jobs/y/log?offset=9223372036854775807 HTTP/1.1\r\n"
+         b"Host: x\r\n\r\n", 400),
         (b"POST /workflows HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n", 413),
         (b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", 200),
     ]  # fmt: skip
@@ -230,6 +234,61 @@ def test_malformed_and_oversized_requests_get_4xx(daemon: DaemonProcess) -> None
         s.connect(str(daemon.socket))
         s.sendall(b"\x00\xff garbage \r\n\r\n")
         s.recv(4096)
+    assert daemon.client.health()["status"] == "ok"
+
+
+def test_every_error_body_is_one_json_message(daemon: DaemonProcess) -> None:
+    for raw in (b"GET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                b"PUT /workflows HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                b"Content-Length: 0\r\n\r\n"):  # fmt: skip
+        body = json.loads(_raw_body(daemon.socket, raw))
+        assert set(body) == {"error"} and body["error"], body
+
+
+def test_log_of_a_job_that_has_none_says_why(daemon: DaemonProcess, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    wf = write(tmp_path / "wf.yaml", f"""
+        jobs:
+          a: {{run: 'while [ ! -e {gate} ]; do sleep 0.05; done'}}
+          b: {{run: 'true', needs: [a]}}
+    """)  # fmt: skip
+    wf_id = daemon.client.submit(wf)
+    try:
+        unknown = daemon.ccctl("logs", wf_id, "nosuch")
+        assert unknown.returncode == 1
+        assert f"workflow '{wf_id}' has no job 'nosuch'" in unknown.stderr
+        waiting = daemon.ccctl("logs", wf_id, "b")
+        assert waiting.returncode == 1 and "'b'" in waiting.stderr
+        assert "has not started yet" in waiting.stderr
+    finally:
+        gate.touch()
+    assert daemon.client.wait(wf_id)["workflow"]["state"] == "succeeded"
+
+
+def test_submit_of_a_file_the_daemon_cannot_run_writes_nothing(
+    daemon: DaemonProcess, tmp_path: Path
+) -> None:
+    own_host = write(tmp_path / "hosts.yaml", """
+        hosts:
+          pool: {type: local, max_jobs: 2}
+        jobs:
+          a: {run: 'true'}
+          b: {host: pool, run: 'true'}
+    """)  # fmt: skip
+    refused = daemon.ccctl("submit", str(own_host))
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.strip() == (
+        f"{own_host}:6: job 'b': field 'host': host 'pool' is defined in the workflow file;"
+        " the daemon runs jobs only on the hosts of its config (local): define it there, or"
+        " use `ccctl run`"
+    )
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("jobs:\n  a: {run: 'echo caf\xe9'}\n".encode("latin-1"))
+    unreadable = daemon.ccctl("submit", str(latin1))
+    assert unreadable.returncode == 2
+    assert unreadable.stderr.startswith(f"{latin1}: cannot read workflow file: 'utf-8' codec")
+    assert len(unreadable.stderr.strip().splitlines()) == 1
+    assert daemon.client.list_workflows() == []
     assert daemon.client.health()["status"] == "ok"
 
 
@@ -281,6 +340,36 @@ def test_second_daemon_on_the_same_state_dir_is_refused(daemon: DaemonProcess) -
     assert f"pid {daemon.proc.pid}" in second.stderr and str(daemon.state_dir) in second.stderr
     assert len(second.stderr.strip().splitlines()) == 1
     assert daemon.client.health()["status"] == "ok"  # the first one is untouched
+
+
+def test_a_socket_another_daemon_serves_is_not_taken_over(
+    daemon: DaemonProcess, tmp_path: Path
+) -> None:
+    other = tmp_path / "other"
+    argv = [sys.executable, "-m", "ccd", "--state-dir", str(other / "state"),
+            "--socket", str(daemon.socket)]  # fmt: skip
+    second = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert second.returncode == 1
+    assert second.stderr.strip().splitlines()[-1] == (
+        f"ccd: socket {daemon.socket} is in use by another ccd: stop it, or give this one --socket"
+    )
+    assert daemon.client.health()["pid"] == daemon.proc.pid  # still served by the first
+    not_a_socket = tmp_path / "run" / "file"
+    not_a_socket.write_text("keep me")
+    argv[-1] = str(not_a_socket)
+    third = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert third.returncode == 1 and "is not a socket" in third.stderr
+    assert not_a_socket.read_text() == "keep me"
+
+
+def test_startup_errors_are_one_line(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    argv = [sys.executable, "-m", "ccd", "--state-dir", str(afile / "state"),
+            "--socket", str(tmp_path / "s.sock")]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"ccd: {afile / 'state'}: Not a directory"
 
 
 def test_socket_is_private(daemon: DaemonProcess) -> None:
@@ -360,6 +449,34 @@ def test_crash_test_kill9_and_sigterm_lose_and_duplicate_nothing(tmp_path: Path)
     assert status["workflow"]["state"] == "succeeded", status
     names = out.read_text().split()
     assert sorted(names) == sorted(f"j{i}" for i in range(60)), "a job was lost or ran twice"
+
+
+def test_cancel_requested_before_a_restart_is_carried_out_after_it(tmp_path: Path) -> None:
+    """A job that ignores SIGTERM is cancelled, and the daemon stops during the grace period
+    before the SIGKILL: the daemon that comes back must still kill it."""
+    config = write(tmp_path / "ccd.yaml", "limits: {kill_grace_s: 60}\n")
+    pids = tmp_path / "pids"
+    wf = write(tmp_path / "wf.yaml", f"""
+        jobs:
+          stubborn: {{run: 'trap "" TERM; echo $$ > {pids}; sleep 300 & wait; wait'}}
+    """)  # fmt: skip
+    d = DaemonProcess(tmp_path, config).start()
+    try:
+        wf_id = d.client.submit(wf)
+        wait_for(lambda: pids.exists() and pids.read_text().strip() != "", what="job start")
+        pid = int(pids.read_text())
+        d.ccctl("cancel", wf_id, check=True)
+        assert d.stop(signal.SIGTERM, timeout_s=10) == 0
+        assert pid_alive(pid)  # TERM ignored, and no daemon left to send KILL
+        d.config = write(tmp_path / "ccd.yaml", "limits: {kill_grace_s: 0.5}\n")
+        d.start()
+        status = d.client.wait(wf_id)
+    finally:
+        d.stop()
+    assert [(j["state"], j["reason"]) for j in status["jobs"]] == [
+        ("cancelled", "cancelled by user")
+    ]
+    wait_for(lambda: not pid_alive(pid), what=f"pid {pid} to die")
 
 
 def _sleep_random(rng: random.Random) -> None:
