@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import time
 from collections.abc import Callable, Mapping
@@ -122,7 +123,7 @@ class AttemptRunner:
             self._live.discard(attempt)
         await self._read_progress(attempt, executor, attempt.handle)
         if attempt.kill_reason is not None:  # we killed it: that is the reason, not "lost"
-            status = ExitStatus(status.code, status.signal, attempt.kill_reason)
+            status = dataclasses.replace(status, reason=attempt.kill_reason)
         return status
 
     async def _supervise(

@@ -81,6 +81,8 @@ class ExitStatus:
     code: int | None
     signal: int | None = None
     reason: str | None = None
+    # When it ended, where a record says (one read after a restart); else when we learnt it.
+    ended_at: float | None = None
 
     @property
     def ok(self) -> bool:

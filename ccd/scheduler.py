@@ -329,7 +329,7 @@ class Scheduler:
         old = job.state
         check_transition(job.name, old, new)
         job.state = new
-        at = time.time()
+        at = exit.ended_at if exit is not None and exit.ended_at is not None else time.time()
         self._commit.batch.transitions.append(
             Transition(
                 job.wf.id, job.name, old, new, at, reason,
@@ -591,7 +591,7 @@ class Scheduler:
         self, job: JobRun, attempt: Attempt | None, status: ExitStatus | None
     ) -> AttemptRecord:
         handle = attempt.handle if attempt else None
-        now = time.time()
+        now = status.ended_at if status is not None and status.ended_at is not None else time.time()
         return AttemptRecord(
             job.wf.id, job.name, job.attempts, job.spec.host,
             str(attempt.launch.run_dir) if attempt else "",

@@ -138,12 +138,14 @@ def _epoch(stamps: dict[str, str], boot_time: float | None) -> float | None:
     return _float(stamps.get("time"))
 
 
-def wrapper_exit(code: int, reason: str | None = None) -> ExitStatus:
+def wrapper_exit(
+    code: int, reason: str | None = None, *, ended_at: float | None = None
+) -> ExitStatus:
     """The status of an attempt whose wrapper recorded exit ``code``. 128+N (N <= 64) is
     reported as ``ExitStatus(code=128+N, signal=N)``: sh cannot tell a job killed by signal N
     from one that chose to exit 128+N, so both are kept."""
     signum = code - 128 if 128 < code <= 128 + _MAX_SIGNAL else None
-    return ExitStatus(code, signum, reason)
+    return ExitStatus(code, signum, reason, ended_at)
 
 
 @dataclass(frozen=True, slots=True)

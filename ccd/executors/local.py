@@ -121,7 +121,7 @@ def exit_status(record: StatusRecord) -> ExitStatus:
     """How an attempt ended, from its status record: its exit code, or, without an exit
     record (the process that should have written it died), ``code=None, reason="lost"``."""
     if record.exit_code is not None:
-        return wrapper_exit(record.exit_code)
+        return wrapper_exit(record.exit_code, ended_at=record.ended_at)
     return ExitStatus(code=None, reason="lost")
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import re
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -219,7 +220,7 @@ class SlurmExecutor:
         if status.ok and outputs and self.options.via != "local":
             problem = await self._fetch_outputs(watch.run_dir, handle.run_dir, outputs)
             if problem is not None:
-                return ExitStatus(status.code, status.signal, problem)
+                return dataclasses.replace(status, reason=problem)
         return status
 
     async def signal(self, handle: Handle, signum: int) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import random
 import shlex
@@ -391,7 +392,7 @@ class SshExecutor:
         if status.ok and outputs:
             problem = await self._fetch_outputs(rel, handle.run_dir, outputs)
             if problem is not None:
-                return ExitStatus(status.code, status.signal, problem)
+                return dataclasses.replace(status, reason=problem)
         return status
 
     async def signal(self, handle: Handle, signum: int) -> None:

@@ -393,3 +393,32 @@ async def test_retry_on_limits_which_failures_are_retried(write_workflow, engine
     assert (result["exits"]["state"], result["exits"]["attempts"]) == ("failed", 1)
     assert (result["hangs"]["state"], result["hangs"]["attempts"]) == ("failed", 2)
     assert result["hangs"]["reason"] == "timeout"
+
+
+async def test_a_job_that_ends_while_no_engine_runs_keeps_its_end_time(
+    write_workflow, engine_for, tmp_path: Path
+) -> None:
+    """The next engine learns of the end from the job's status file, and records when the
+    job ended, not when it found out."""
+    gate = tmp_path / "gate"
+    spec = load_text(
+        write_workflow, f"jobs:\n  a: {{run: 'while [ ! -e {gate} ]; do sleep 0.02; done'}}\n"
+    )
+    first: Engine = await engine_for(spec)
+    wf_id = await first.scheduler.submit(spec)
+    run_dir = tmp_path / "state" / "runs" / wf_id / "a" / "1"
+    assert await _wait_until(lambda: (run_dir / "status").exists())
+    await first.close()  # the job runs on, under its shepherd
+    gate.touch()
+    assert await _wait_until(lambda: "\nexit " in (run_dir / "status").read_text())
+    seen_ended_at = time.time()
+    await asyncio.sleep(0.5)  # no engine for a while: downtime to tell the two times apart
+    second: Engine = await engine_for(spec)
+    await second.scheduler.recover()
+    assert await second.scheduler.wait(wf_id) == "succeeded"
+    job = (await second.status(wf_id)).jobs[0]
+    attempt = (await second.attempts(wf_id, "a"))[0]
+    assert job.ended_at is not None and attempt.ended_at is not None
+    # The status file's stamps have 10 ms steps (as /proc/uptime), hence the slack.
+    assert job.started_at is not None and job.started_at <= job.ended_at < seen_ended_at + 0.05
+    assert attempt.ended_at == job.ended_at
