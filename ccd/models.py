@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from ccd.errors import TransitionError
@@ -82,7 +82,8 @@ class ExitStatus:
     signal: int | None = None
     reason: str | None = None
     # When it ended, where a record says (one read after a restart); else when we learnt it.
-    ended_at: float | None = None
+    # Not part of what the status is: equal statuses may have ended at different times.
+    ended_at: float | None = field(default=None, compare=False)
 
     @property
     def ok(self) -> bool:
