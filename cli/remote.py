@@ -154,7 +154,13 @@ def logs(
     offset = 0
     out = sys.stdout.buffer
     while True:
-        chunk = client.log(workflow_id, job, offset=offset, attempt=attempt)
+        try:
+            chunk = client.log(workflow_id, job, offset=offset, attempt=attempt)
+        except ApiError as err:
+            if not (follow_ and err.status == 404 and _yet_to_start(client, workflow_id, job)):
+                raise
+            time.sleep(LOG_FOLLOW_INTERVAL_S)  # following a job that will start: wait for it
+            continue
         attempt = chunk.attempt  # stick to one attempt while following
         out.write(chunk.data)
         out.flush()
@@ -163,6 +169,12 @@ def logs(
             return
         if not chunk.data:
             time.sleep(LOG_FOLLOW_INTERVAL_S)
+
+
+def _yet_to_start(client: Client, workflow_id: str, job: str) -> bool:
+    """Whether ``job`` exists and waits to run (so it has no log yet, but will)."""
+    states = {j["name"]: j["state"] for j in client.status(workflow_id)["jobs"]}
+    return states.get(job) in ("waiting", "ready")
 
 
 @click.command()

@@ -249,8 +249,8 @@ def test_log_of_a_job_that_has_none_says_why(daemon: DaemonProcess, tmp_path: Pa
     gate = tmp_path / "gate"
     wf = write(tmp_path / "wf.yaml", f"""
         jobs:
-          a: {{run: 'while [ ! -e {gate} ]; do sleep 0.05; done'}}
-          b: {{run: 'true', needs: [a]}}
+          a: {{run: 'while [ ! -e {gate} ]; do sleep 0.05; done; sleep 2'}}
+          b: {{run: 'echo b ran', needs: [a]}}
     """)  # fmt: skip
     wf_id = daemon.client.submit(wf)
     try:
@@ -260,8 +260,12 @@ def test_log_of_a_job_that_has_none_says_why(daemon: DaemonProcess, tmp_path: Pa
         waiting = daemon.ccctl("logs", wf_id, "b")
         assert waiting.returncode == 1 and "'b'" in waiting.stderr
         assert "has not started yet" in waiting.stderr
+        # Asks while a still runs (its last 2 s): b has no log yet, and it waits for one.
+        follower = daemon.ccctl_popen("logs", "-f", wf_id, "b")
     finally:
         gate.touch()
+    out, err = follower.communicate(timeout=60)
+    assert (follower.returncode, out, err) == (0, "b ran\n", "")
     assert daemon.client.wait(wf_id)["workflow"]["state"] == "succeeded"
 
 
