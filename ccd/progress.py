@@ -32,17 +32,21 @@ def parse(line: str) -> Progress | None:
     match = _CCD.fullmatch(line)
     if match is not None:
         message = (match.group(2) or "").strip() or None
-        return Progress(percent=_clamp(int(match.group(1))), message=message)
+        return Progress(percent=_percent(match.group(1)), message=message)
     match = _CLOUDMESH.fullmatch(line)
     if match is not None:
         found = _CLOUDMESH_PROGRESS.search(match.group(1))
         if found is not None:
-            return Progress(percent=_clamp(int(found.group(1))))
+            return Progress(percent=_percent(found.group(1)))
     return None
 
 
-def _clamp(percent: int) -> int:
-    return max(0, min(100, percent))
+def _percent(digits: str) -> int:
+    """A marker's number, clamped to 0-100; a huge one is not converted (Python refuses to
+    turn over 4300 digits into an int, and a job's output must never break its reader)."""
+    if len(digits) > 4:
+        return 0 if digits.startswith("-") else 100
+    return max(0, min(100, int(digits)))
 
 
 class LogTail:

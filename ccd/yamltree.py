@@ -294,10 +294,20 @@ def as_str_list(node: Node) -> tuple[str, ...]:
 def as_plain(node: Node) -> Any:
     """Plain Python values, typed as PyYAML's safe loader types them, except that only
     decimal numbers are numbers: ``1:30:00`` stays a string (YAML 1.1 would read 5400)."""
-    if isinstance(node, Map):
-        return {key: as_plain(value) for key, (_, value) in node.fields.items()}
-    if isinstance(node, Seq):
-        return [as_plain(item) for item in node.items]
+    return _plain(node, {})
+
+
+def _plain(node: Node, built: dict[int, Any]) -> Any:
+    """``built`` holds the collections made so far: an alias (the same node again) gets the
+    same value, not a copy, so that nested aliases (a "billion laughs") cost no more than
+    the text that wrote them."""
+    if isinstance(node, Map | Seq):
+        if id(node) not in built:
+            if isinstance(node, Map):
+                built[id(node)] = {k: _plain(v, built) for k, (_, v) in node.fields.items()}
+            else:
+                built[id(node)] = [_plain(item, built) for item in node.items]
+        return built[id(node)]
     value = node.value
     if not node.plain:
         return value

@@ -38,6 +38,8 @@ def test_parse_markers(line: str, expected: Progress) -> None:
         ("# ccd progress=-5", 0),
         ("# cloudmesh status=running progress=250 pid=1", 100),
         ("# cloudmesh status=running progress=-1", 0),
+        ("# ccd progress=" + "9" * 5000, 100),  # more digits than int() takes
+        ("# cloudmesh progress=-" + "9" * 5000, 0),
     ],
 )
 def test_parse_clamps(line: str, percent: int) -> None:

@@ -190,6 +190,21 @@ def test_yaml_anchors_and_merge_keys(tmp_path: Path) -> None:
     assert (b.run, b.retries, b.timeout_s, b.needs) == ("echo b", 2, 60.0, ("a",))
 
 
+def test_nested_aliases_cost_what_their_text_does(tmp_path: Path) -> None:
+    """A "billion laughs": 12 levels of 10 aliases each would be 10**12 strings expanded."""
+    levels = [f"l0: &l0 [{', '.join(['a'] * 10)}]"] + [
+        f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 12)
+    ]
+    anchors = "anchors:\n" + "".join(f"  {line}\n" for line in levels)
+    host = "hosts:\n  hpc: {type: slurm, resources: {sbatch_args: *l11}}\n"
+    text = anchors + host + "jobs: {a: {run: 'true'}}\n"
+    problems = [str(p).split(": ", 1)[1] for p in problems_of(tmp_path, text)]
+    assert problems == [
+        "unknown field 'anchors'",
+        "field 'resources.sbatch_args': expected a list of strings (host 'hpc')",
+    ]
+
+
 def test_parse_takes_text_and_resolves_scripts_in_base_dir(tmp_path: Path) -> None:
     touch(tmp_path, "s.sh")
     spec = parse("jobs: {a: {script: s.sh}}", source=Path("/x/flow.yaml"), base_dir=tmp_path)
