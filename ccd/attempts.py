@@ -121,7 +121,10 @@ class AttemptRunner:
             status = await self._supervise(attempt, executor, attempt.handle, timeout_s)
         finally:
             self._live.discard(attempt)
-        await self._read_progress(attempt, executor, attempt.handle)
+        try:
+            await self._read_progress(attempt, executor, attempt.handle)
+        except OSError as exc:  # the job may have removed its log: its end still counts
+            log.warning("progress_read_failed", job=attempt.launch.job, error=str(exc))
         if attempt.kill_reason is not None:  # we killed it: that is the reason, not "lost"
             status = dataclasses.replace(status, reason=attempt.kill_reason)
         return status

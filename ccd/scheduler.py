@@ -535,6 +535,9 @@ class Scheduler:
         self._check_idle()
         if not task.cancelled() and (error := task.exception()) is not None:
             log.error("attempt_crashed", workflow=job.wf.id, job=job.name, exc_info=error)
+            if job.attempt is not None and job.state in IN_FLIGHT:
+                # Its end was never decided: a failure, not a job running forever.
+                self._on_attempt_end(job, ExitStatus(None, reason=f"ccd error: {error!r}"))
 
     def _on_executor_state(self, handle: Handle, state: str, reason: str | None) -> None:
         """A batch system's word on a queued attempt: still pending (and why), or running."""

@@ -30,6 +30,9 @@ except ImportError:  # PyYAML built without libyaml: same events, slower
     from yaml import SafeLoader as _Loader  # type: ignore[assignment]
 
 
+_NUL_PROBLEM = "a NUL character (\\0) is not allowed: no program can be given one"
+
+
 @dataclass(slots=True)
 class Scalar:
     value: str
@@ -106,6 +109,8 @@ class _Builder:
             kind = type(event)
             if kind is scalar:
                 node: Node = Scalar(event.value, event.start_mark.line + 1, event.implicit[0])
+                if event.style == '"' and "\0" in event.value:  # only "\0" can write one
+                    self.ctx.add(node.line, _NUL_PROBLEM)
                 if event.anchor is not None:
                     self.anchors[event.anchor] = node
             elif kind is map_end or kind is seq_end:

@@ -285,6 +285,9 @@ class Shepherd:
             os.write(log_fd, f"ccd: {argv[0]}: {err.strerror}\n".encode())
             code = _NOT_FOUND if isinstance(err, FileNotFoundError) else _CANNOT_RUN
             raise _CannotStart(code) from None
+        except ValueError as err:  # e.g. a NUL byte in an argument: no exec can take it
+            os.write(log_fd, f"ccd: {argv[0]!r}: {err}\n".encode())
+            raise _CannotStart(_CANNOT_RUN) from None
         finally:
             os.close(log_fd)
             os.chdir("/")
@@ -323,14 +326,20 @@ class Shepherd:
         code = os.waitstatus_to_exitcode(wait_status)
         if code < 0:
             code = 128 - code  # killed by signal N: 128+N, as sh reports it
-        status_fd = os.open(os.path.join(job.run_dir, STATUS_NAME), os.O_WRONLY | os.O_APPEND)
-        try:
-            os.write(status_fd, _exit_record(code))
-        finally:
-            os.close(status_fd)
         self._selector.unregister(pidfd)
         os.close(pidfd)
         del self._jobs[job.key]
+        try:
+            # O_CREAT: a job may have emptied its own run directory; its end is still told.
+            status_fd = os.open(
+                os.path.join(job.run_dir, STATUS_NAME), os.O_WRONLY | os.O_APPEND | os.O_CREAT
+            )
+            try:
+                os.write(status_fd, _exit_record(code))
+            finally:
+                os.close(status_fd)
+        except OSError as err:  # e.g. the run directory is gone: the clients hear it anyway
+            print(f"shepherd: {job.key}: exit record not written: {err}", file=sys.stderr)
         try:
             log_size: int | None = os.stat(os.path.join(job.run_dir, LOG_NAME)).st_size
         except OSError:

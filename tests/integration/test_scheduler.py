@@ -422,3 +422,45 @@ async def test_a_job_that_ends_while_no_engine_runs_keeps_its_end_time(
     # The status file's stamps have 10 ms steps (as /proc/uptime), hence the slack.
     assert job.started_at is not None and job.started_at <= job.ended_at < seen_ended_at + 0.05
     assert attempt.ended_at == job.ended_at
+
+
+async def test_a_job_emptying_its_run_dir_harms_no_other_job(
+    write_workflow, engine_for, tmp_path: Path
+) -> None:
+    """It deletes its own status file (and turns its log into a directory) while another
+    job runs: both ends are still learnt, and the other job's is its own."""
+    tidied = tmp_path / "tidied"
+    spec = load_text(
+        write_workflow,
+        f"""
+        jobs:
+          other: {{run: 'while [ ! -e {tidied} ]; do sleep 0.02; done; echo other-done'}}
+          tidy: {{run: 'rm -f ./*; mkdir log; touch {tidied}'}}
+    """,
+    )
+    engine: Engine = await engine_for(spec)
+    result = await run_spec(engine, spec)
+    assert {n: (j["state"], j["exit_code"]) for n, j in result.items() if n} == {
+        "other": ("succeeded", 0),
+        "tidy": ("succeeded", 0),
+    }
+
+
+async def test_an_attempt_that_breaks_inside_ccd_fails_its_job_only(
+    write_workflow, engine_for, monkeypatch
+) -> None:
+    from ccd.executors.local import LocalExecutor
+
+    real_wait = LocalExecutor.wait
+
+    async def wait(self: LocalExecutor, handle):  # type: ignore[no-untyped-def]
+        if handle.job == "broken":
+            raise RuntimeError("a bug")
+        return await real_wait(self, handle)
+
+    monkeypatch.setattr(LocalExecutor, "wait", wait)
+    spec = load_text(write_workflow, "jobs:\n  broken: {run: 'true'}\n  fine: {run: 'true'}\n")
+    engine: Engine = await engine_for(spec)
+    result = await asyncio.wait_for(run_spec(engine, spec), 30)
+    assert (result["broken"]["state"], result["fine"]["state"]) == ("failed", "succeeded")
+    assert result["broken"]["reason"] == "ccd error: RuntimeError('a bug')"

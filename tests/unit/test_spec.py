@@ -815,6 +815,14 @@ def test_yaml_syntax_error_on_a_bad_indent(tmp_path: Path) -> None:
         ),
         ("jobs: {a: {run: *nothing}}\n", "unknown alias '*nothing'"),
         ("jobs: {a: {run: x}, [b]: {run: y}}\n", "mapping keys must be plain strings"),
+        (
+            'jobs: {a: {run: "echo a\\0b"}}\n',
+            "a NUL character (\\0) is not allowed: no program can be given one",
+        ),
+        (
+            'jobs: {a: {run: x, env: {X: "\\x00"}}}\n',
+            "a NUL character (\\0) is not allowed: no program can be given one",
+        ),
     ],
 )
 def test_malformed_documents(tmp_path: Path, text: str, message: str) -> None:
