@@ -25,6 +25,7 @@ log = structlog.get_logger("ccd.attempts")
 
 REATTACH_RETRY_MIN_S = 1.0
 REATTACH_RETRY_MAX_S = 60.0
+FINAL_LOG_READS_MAX = 64
 
 
 @dataclass(eq=False, slots=True)
@@ -122,7 +123,12 @@ class AttemptRunner:
         finally:
             self._live.discard(attempt)
         try:
-            await self._read_progress(attempt, executor, attempt.handle)
+            # To the end of the log, which may take more than one read: its last marker is
+            # the progress the job ended with. Bounded: something the job left behind may
+            # still be writing to it.
+            for _ in range(FINAL_LOG_READS_MAX):
+                if not await self._read_progress(attempt, executor, attempt.handle):
+                    break
         except OSError as exc:  # the job may have removed its log: its end still counts
             log.warning("progress_read_failed", job=attempt.launch.job, error=str(exc))
         if attempt.kill_reason is not None:  # we killed it: that is the reason, not "lost"
@@ -182,12 +188,14 @@ class AttemptRunner:
                     log.warning("progress_read_failed", job=attempt.launch.job, error=str(exc))
 
     @staticmethod
-    async def _read_progress(attempt: Attempt, executor: Executor, handle: Handle) -> None:
+    async def _read_progress(attempt: Attempt, executor: Executor, handle: Handle) -> int:
+        """Read what the log has gained (up to the executor's chunk size); how many bytes."""
         data = await executor.read_log(handle, attempt.tail.offset)
         if data:
             marker = attempt.tail.feed(data)
             if marker is not None:
                 attempt.on_progress(marker, attempt.tail.resume_offset)
+        return len(data)
 
 
 async def _send_signal(executor: Executor, handle: Handle, signum: int) -> None:

@@ -431,7 +431,7 @@ class Scheduler:
         self._make_ready(job.children)
 
     def _retry_later(self, job: JobRun) -> None:
-        exponent = job.attempts - job.budget_start - 1
+        exponent = min(job.attempts - job.budget_start - 1, 64)  # a float takes 2**64, not 2**1024
         delay = min(self.limits.retry_backoff_s * 2**exponent, self.limits.retry_backoff_max_s)
 
         def fire() -> None:

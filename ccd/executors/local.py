@@ -218,8 +218,10 @@ class LocalExecutor:
                 os.killpg(pid, signum)
 
     async def read_log(self, handle: Handle, offset: int) -> bytes:
-        final_size = self._final_log_sizes.pop(_key(handle), None)
+        key = _key(handle)
+        final_size = self._final_log_sizes.get(key)
         if final_size is not None and offset >= final_size:
+            del self._final_log_sizes[key]  # read to its end: no reader asks again
             return b""
         return _read_bytes(handle.run_dir / LOG_NAME, offset, READ_LOG_MAX_BYTES)
 

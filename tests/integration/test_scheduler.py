@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from ccd.engine import Engine
 from ccd.scheduler import Limits
-from tests.conftest import load_text, run_spec
+from tests.conftest import FAST, load_text, run_spec
 
 
 def _pid_alive(pid: int) -> bool:
@@ -464,3 +465,25 @@ async def test_an_attempt_that_breaks_inside_ccd_fails_its_job_only(
     result = await asyncio.wait_for(run_spec(engine, spec), 30)
     assert (result["broken"]["state"], result["fine"]["state"]) == ("failed", "succeeded")
     assert result["broken"]["reason"] == "ccd error: RuntimeError('a bug')"
+
+
+async def test_the_last_marker_counts_however_much_came_before_it(
+    write_workflow, engine_for
+) -> None:
+    """3 MiB of output between the markers: more than one read of the log takes."""
+    job = (
+        'python3 -c \'import sys; print("# ccd progress=10"); sys.stdout.write(("x" * 80 + "\\n")'
+        ' * 40000); print("# ccd progress=77 end")\''
+    )
+    spec = load_text(write_workflow, "jobs:\n  a: {run: " + json.dumps(job) + "}\n")
+    engine: Engine = await engine_for(spec, dataclasses.replace(FAST, progress_interval_s=60))
+    result = await run_spec(engine, spec)
+    assert (result["a"]["state"], result["a"]["progress"]) == ("succeeded", 77)
+
+
+async def test_retry_backoff_past_a_thousand_attempts(write_workflow, engine_for) -> None:
+    spec = load_text(write_workflow, "jobs:\n  a: {run: 'false', retries: 1030}\n")
+    limits = dataclasses.replace(FAST, retry_backoff_s=1e-9, retry_backoff_max_s=1e-9)
+    engine: Engine = await engine_for(spec, limits)
+    result = await asyncio.wait_for(run_spec(engine, spec), 120)
+    assert (result["a"]["state"], result["a"]["attempts"]) == ("failed", 1031)
