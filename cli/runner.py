@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import click
 
 from ccd import logs, paths
 from ccd.engine import Engine
+from ccd.errors import CcdError
 from ccd.models import JobState
 from ccd.runstate import JobEvent, Limits, WorkflowRun
 from ccd.spec import WorkflowSpec
@@ -44,38 +45,58 @@ async def _run(
     live: bool,
     quiet: bool,
 ) -> dict[str, Any]:
-    paths.prepare_state_dir(state_dir)
-    logs.configure(state_dir / paths.LOG_NAME)
-    engine = await Engine.open(state_dir, spec.hosts, Limits(max_jobs=max_jobs))
-    try:
-        wf_id = await engine.scheduler.submit(spec, fail_fast=fail_fast)
-        async with _cancel_on_signals(engine, wf_id), _report(engine, wf_id, live, quiet):
-            await engine.scheduler.wait(wf_id)
-        status = (await engine.status(wf_id)).to_json()
-    finally:
-        await engine.close()
+    with _StopOnSignals() as stop:
+        paths.prepare_state_dir(state_dir)
+        logs.configure(state_dir / paths.LOG_NAME)
+        engine = await Engine.open(state_dir, spec.hosts, Limits(max_jobs=max_jobs))
+        try:
+            if stop.asked:
+                raise CcdError("interrupted before the workflow was submitted")
+            wf_id = await engine.scheduler.submit(spec, fail_fast=fail_fast)
+            stop.cancels(engine, wf_id)
+            async with _report(engine, wf_id, live, quiet):
+                await engine.scheduler.wait(wf_id)
+            status = (await engine.status(wf_id)).to_json()
+        finally:
+            await engine.close()
     if not quiet:
         click.echo(render.summary(status))
     return status
 
 
-@contextlib.asynccontextmanager
-async def _cancel_on_signals(engine: Engine, wf_id: str) -> AsyncIterator[None]:
-    """Ctrl-C (or SIGTERM) cancels the workflow cleanly: process groups are killed and
-    the cancellations recorded before we exit."""
-    loop = asyncio.get_running_loop()
+class _StopOnSignals:
+    """Ctrl-C (or SIGTERM) from the start: before the workflow is stored, it is not
+    submitted; once it is, it is cancelled cleanly (process groups killed, cancellations
+    recorded) and the run ends as usual. Never a workflow left "running" in the store."""
 
-    def cancel() -> None:
-        click.echo("\ncancelling: stopping running jobs...", err=True)
-        engine.scheduler.cancel(wf_id)
+    _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, cancel)
-    try:
-        yield
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+    def __init__(self) -> None:
+        self.asked = False
+        self._cancel: Callable[[], object] | None = None
+
+    def __enter__(self) -> _StopOnSignals:
+        loop = asyncio.get_running_loop()
+        for signum in self._SIGNALS:
+            loop.add_signal_handler(signum, self._on_signal)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in self._SIGNALS:
             loop.remove_signal_handler(signum)
+
+    def cancels(self, engine: Engine, wf_id: str) -> None:
+        """From now on a signal cancels ``wf_id`` (at once, if one came during its submit)."""
+        self._cancel = lambda: engine.scheduler.cancel(wf_id)
+        if self.asked:
+            engine.scheduler.cancel(wf_id)
+
+    def _on_signal(self) -> None:
+        click.echo("\ncancelling: stopping running jobs...", err=True)
+        self.asked = True
+        if self._cancel is not None:
+            self._cancel()
 
 
 @contextlib.asynccontextmanager

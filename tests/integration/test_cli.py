@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -153,6 +154,30 @@ def test_ctrl_c_cancels_and_kills_process_groups(write_workflow, tmp_path: Path)
     assert "long" in out and "cancelled" in out
     with pytest.raises(ProcessLookupError):
         os.kill(job_pid, 0)
+
+
+def test_ctrl_c_while_submitting_leaves_no_running_workflow(write_workflow, tmp_path: Path) -> None:
+    """SIGINT as soon as the database exists, while 20,000 jobs are being stored: the run
+    ends, and its workflow is either not stored or stored and cancelled, never left
+    "running" with nobody to run it."""
+    path = write_workflow("jobs:\n" + "".join(f"  j{i}: {{run: 'true'}}\n" for i in range(20000)))
+    state = tmp_path / "state"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", "run", str(path), "--state-dir", str(state)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not (state / "ccd.db").exists() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err
+    with sqlite3.connect(state / "ccd.db") as db:
+        states = [s for (s,) in db.execute("SELECT state FROM workflows")]
+        jobs = {s for (s,) in db.execute("SELECT DISTINCT state FROM jobs")}
+    assert states in ([], ["cancelled"]), states
+    assert jobs <= {"succeeded", "cancelled"}, jobs
 
 
 def test_dry_run_shows_commands_and_runs_nothing(write_workflow, tmp_path: Path) -> None:
