@@ -260,7 +260,10 @@ class Store:
         try:
             await store._configure()
             await store._migrate()
-        except Exception:
+        except sqlite3.DatabaseError as err:  # e.g. "file is not a database"
+            await conn.close()
+            raise StoreError(f"{path}: {err}") from err
+        except BaseException:
             await conn.close()
             raise
         return store

@@ -35,6 +35,12 @@ class CcctlGroup(click.Group):
                 raise
             click.echo(f"error: {err}", err=True)
             sys.exit(EXIT_FAILED)
+        except OSError as err:  # a state dir or output path that cannot be made, say
+            if ctx.params.get("verbose"):
+                raise
+            where = f"{err.filename}: " if err.filename else ""
+            click.echo(f"error: {where}{err.strerror or err}", err=True)
+            sys.exit(EXIT_FAILED)
 
 
 @click.group(cls=CcctlGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -194,3 +194,22 @@ def test_dry_run_shows_commands_and_runs_nothing(write_workflow, tmp_path: Path)
     assert f"== c (host local)\n$ sh -c 'touch {marker} && echo $HOME' sh" in out
     assert "\n$ python3 ./b.py --n 2" in out
     assert not marker.exists() and not (tmp_path / "state" / "ccd.db").exists()
+
+
+def test_unusable_paths_are_one_line_errors(write_workflow, tmp_path: Path) -> None:
+    path = write_workflow("jobs:\n  a: {run: 'true'}\n")
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "ccd.db").write_text("this is no database " * 20)
+    cases = [
+        (("run", path, "--state-dir", afile / "sub"), f"error: {afile / 'sub'}: Not a directory"),
+        (("run", path, "--state-dir", corrupt),
+         f"error: {corrupt / 'ccd.db'}: file is not a database"),
+        (("graph", path, "-o", tmp_path / "no" / "g.dot"),
+         f"error: {tmp_path / 'no' / 'g.dot'}: No such file or directory"),
+    ]  # fmt: skip
+    for args, message in cases:
+        code, _, err = ccctl(*args)
+        assert (code, err.strip()) == (1, message), args
