@@ -53,6 +53,7 @@ class JobRun:
     attempt: Attempt | None = None  # the attempt in flight
     progress: int | None = None
     pending_reason: str | None = None  # why a batch system keeps it queued
+    cancel_reason: str | None = None  # why its running attempt was asked to stop
 
     @property
     def name(self) -> str:

@@ -390,6 +390,7 @@ class Scheduler:
         elif job.state in IN_FLIGHT and job.attempt is not None:
             if job.attempt.kill_reason is None:
                 self._note(job, CANCEL_REQUESTED)  # committed, so a restart cannot forget it
+                job.cancel_reason = reason
             job.attempt.request_kill("cancelled")
 
     def _skip_descendants(self, job: JobRun) -> None:
@@ -408,7 +409,8 @@ class Scheduler:
         cls = failure_class(status)
         if cls == "cancelled":  # by us, or by someone else (e.g. scancel)
             ours = attempt is not None and attempt.kill_reason == "cancelled"
-            why = "cancelled by user" if ours else "cancelled outside ccd"
+            why = (job.cancel_reason or "cancelled by user") if ours else "cancelled outside ccd"
+            job.cancel_reason = None
             self._transition(job, JobState.CANCELLED, why, exit=status)
             self._skip_descendants(job)
         elif status.ok:

@@ -116,12 +116,13 @@ def graph(ctx: click.Context, target: str, output: Path, state_dir: Path | None)
     or the id of a workflow in the daemon (live colours)."""
     from ccd import dag
 
-    if Path(target).is_file():
+    path = Path(target)
+    if path.exists() or path.suffix in (".yaml", ".yml") or "/" in target:  # a file, not an id
         from ccd import paths
         from ccd.spec import load
         from cli.runner import latest_states
 
-        spec = load(Path(target))
+        spec = load(path)
         states, progress = latest_states(spec, state_dir or paths.default_state_dir())
         dot = dag.to_dot(spec, states, progress)
     else:

@@ -210,6 +210,9 @@ def test_unusable_paths_are_one_line_errors(write_workflow, tmp_path: Path) -> N
         (("graph", path, "-o", tmp_path / "no" / "g.dot"),
          f"error: {tmp_path / 'no' / 'g.dot'}: No such file or directory"),
     ]  # fmt: skip
+    missing = tmp_path / "missing.yaml"
+    code, _, err = ccctl("graph", missing, "-o", tmp_path / "g.dot")  # a file, not a daemon's id
+    assert (code, err.startswith(f"{missing}: cannot read workflow file")) == (2, True), err
     for args, message in cases:
         code, _, err = ccctl(*args)
         assert (code, err.strip()) == (1, message), args

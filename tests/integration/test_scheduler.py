@@ -172,7 +172,10 @@ async def test_fail_fast_cancels_the_rest(write_workflow, engine_for, tmp_path: 
     engine: Engine = await engine_for(spec)
     jobs = await run_spec(engine, spec, fail_fast=True)
     assert jobs["bad"]["state"] == "failed"
-    assert jobs["slow"]["state"] == "cancelled"
+    assert (jobs["slow"]["state"], jobs["slow"]["reason"]) == (
+        "cancelled",
+        "fail-fast after 'bad' failed",
+    )
     assert jobs["after"]["state"] in ("cancelled", "skipped")
 
 
