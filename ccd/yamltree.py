@@ -78,7 +78,13 @@ def compose(text: str, ctx: Ctx) -> Node | None:
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         message = " ".join(s for s in (err.context, err.problem) if s)
+        if mark is not None and text[mark.index : mark.index + 1] == "\t":
+            message += " (a tab: YAML indents with spaces)"
         ctx.add(mark.line + 1 if mark else None, f"YAML syntax error: {message}")
+    except yaml.reader.ReaderError as err:  # a character YAML does not allow in a file
+        line = text.count("\n", 0, err.position) + 1  # libyaml counts characters too
+        code = ord(err.character) if isinstance(err.character, str) else err.character
+        ctx.add(line, f"YAML error: {err.reason}: character #x{code:04x}")
     except yaml.YAMLError as err:
         ctx.add(None, f"YAML error: {err}")
     finally:

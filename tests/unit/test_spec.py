@@ -823,6 +823,10 @@ def test_yaml_syntax_error_on_a_bad_indent(tmp_path: Path) -> None:
             'jobs: {a: {run: x, env: {X: "\\x00"}}}\n',
             "a NUL character (\\0) is not allowed: no program can be given one",
         ),
+        (
+            "jobs:\n  a: {run: 'echo \x01'}\n",
+            "YAML error: control characters are not allowed: character #x0001",
+        ),
     ],
 )
 def test_malformed_documents(tmp_path: Path, text: str, message: str) -> None:
@@ -1150,3 +1154,13 @@ def test_100k_job_layered_workflow_loads_fast(tmp_path: Path) -> None:
     elapsed = time.process_time() - started
     assert len(spec.jobs) == width * layers
     assert elapsed < 10, f"loading 100k jobs took {elapsed:.1f} s of CPU"
+
+
+def test_yaml_errors_say_where_and_what(tmp_path: Path) -> None:
+    control = only(problems_of(tmp_path, "jobs:\n  a: {run: true}\n  b: {run: 'x\x02'}\n"))
+    assert (control.line, control.message) == (
+        3,
+        "YAML error: control characters are not allowed: character #x0002",
+    )
+    tab = only(problems_of(tmp_path, "jobs:\n\ta: {run: echo}\n"))
+    assert tab.line == 2 and tab.message.endswith("(a tab: YAML indents with spaces)")
