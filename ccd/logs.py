@@ -35,20 +35,25 @@ def configure(
     root.setLevel(level)
     if log_file is not None:
         file_handler = logging.FileHandler(log_file, encoding="utf-8")
-        file_handler.setFormatter(_formatter(structlog.processors.JSONRenderer(), shared))
+        # Tracebacks as text in an "exception" field: JSON has no way to hold a traceback.
+        json_lines: list[structlog.types.Processor] = [
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ]
+        file_handler.setFormatter(_formatter(json_lines, shared))
         root.addHandler(file_handler)
     if console is not None:
         stream = logging.StreamHandler(console)
         renderer = structlog.dev.ConsoleRenderer(colors=console.isatty())
-        stream.setFormatter(_formatter(renderer, shared))
+        stream.setFormatter(_formatter([renderer], shared))
         root.addHandler(stream)
 
 
 def _formatter(
-    renderer: structlog.types.Processor, shared: list[structlog.types.Processor]
+    rendering: list[structlog.types.Processor], shared: list[structlog.types.Processor]
 ) -> structlog.stdlib.ProcessorFormatter:
     return structlog.stdlib.ProcessorFormatter(
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *rendering],
         foreign_pre_chain=shared,
     )
 
