@@ -193,12 +193,23 @@ def check_name(ctx: Ctx, name: str, line: int, what: str) -> None:
 # --- checks both formats make ----------------------------------------------------------------
 
 
+MAX_CYCLES_REPORTED = 10
+
+
 def check_graph(ctx: Ctx, jobs: Mapping[str, JobSpec], fld: str | None) -> None:
-    """Report one cycle among the known edges (unknown parents are reported elsewhere)."""
+    """Report the cycles among the known edges (unknown parents are reported elsewhere):
+    each found is taken out and the rest searched again, so cycles that share no job are
+    all reported (up to a limit), each once."""
+    nodes = list(jobs)
     edges = [(p, job.name) for job in jobs.values() for p in job.needs if p in jobs]
-    cycle = dag.find_cycle(jobs.keys(), edges)
-    if cycle:
+    for _ in range(MAX_CYCLES_REPORTED):
+        cycle = dag.find_cycle(nodes, edges)
+        if not cycle:
+            return
         ctx.add(jobs[cycle[0]].line, "cycle: " + " -> ".join(cycle), cycle[0], fld)
+        on_cycle = set(cycle)
+        nodes = [n for n in nodes if n not in on_cycle]
+        edges = [(p, c) for p, c in edges if p not in on_cycle and c not in on_cycle]
 
 
 def make_spec(

@@ -361,6 +361,25 @@ def test_cycle_is_reported_as_a_path(tmp_path: Path) -> None:
     assert (problem.line, problem.job, problem.field) == (3, "a", "needs")
 
 
+def test_every_cycle_that_shares_no_job_is_reported(tmp_path: Path) -> None:
+    found = problems_of(
+        tmp_path,
+        """
+        jobs:
+          a: {run: x, needs: b}
+          b: {run: x, needs: a}
+          c: {run: x, needs: [b, d]}
+          d: {run: x, needs: c}
+          e: {run: x, needs: e}
+        """,
+    )
+    assert [(p.line, p.message) for p in found] == [
+        (2, "cycle: a -> b -> a"),
+        (4, "cycle: c -> d -> c"),
+        (6, "cycle: e -> e"),
+    ]
+
+
 def test_a_job_needing_itself_is_a_cycle(tmp_path: Path) -> None:
     problem = only(problems_of(tmp_path, "jobs:\n  a: {run: x, needs: a}\n"))
     assert problem.message == "cycle: a -> a"
