@@ -279,8 +279,15 @@ def _jobs(
     for job, needs in needs_at:
         for parent, at in needs:
             if parent not in jobs:
-                ctx.add(at, unknown("unknown parent", parent, jobs), job, "needs")
+                ctx.add(at, _unknown_parent(parent, jobs), job, "needs")
     return jobs
+
+
+def _unknown_parent(parent: str, jobs: Mapping[str, JobSpec]) -> str:
+    names = [name.strip() for name in parent.split(",")]
+    if len(names) > 1 and all(name in jobs for name in names):  # needs: "a, b"
+        return f"unknown parent '{parent}' (several parents are a list: [{', '.join(names)}])"
+    return unknown("unknown parent", parent, jobs)
 
 
 def _job(

@@ -344,6 +344,12 @@ def test_unknown_parent(tmp_path: Path) -> None:
     assert problem.message == "unknown parent 'prepar' (did you mean 'prepare'?)"
 
 
+def test_parents_written_as_one_string_get_a_hint(tmp_path: Path) -> None:
+    text = "jobs:\n  a: {run: x}\n  b: {run: x}\n  c: {run: x, needs: 'a, b'}\n"
+    problem = only(problems_of(tmp_path, text))
+    assert problem.message == "unknown parent 'a, b' (several parents are a list: [a, b])"
+
+
 def test_cycle_is_reported_as_a_path(tmp_path: Path) -> None:
     problem = only(
         problems_of(
