@@ -95,7 +95,7 @@ def run(
 
     spec = load(file)
     if dry_run:
-        show_dry_run(spec, state_dir or paths.default_state_dir())
+        show_dry_run(spec, state_dir or paths.default_state_dir(), as_json=as_json)
     status = run_in_process(
         spec, state_dir or paths.default_state_dir(), fail_fast=fail_fast,
         max_jobs=max_jobs, live=sys.stdout.isatty() and not as_json, quiet=as_json,

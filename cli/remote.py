@@ -56,7 +56,7 @@ def submit(
         from ccd.spec import load
         from cli.runner import show_dry_run
 
-        show_dry_run(load(file), paths.default_state_dir())
+        show_dry_run(load(file), paths.default_state_dir(), as_json=as_json)
     client = client_of(ctx)
     try:
         wf_id = client.submit(file, fail_fast=fail_fast, request_id=request_id)

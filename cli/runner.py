@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -175,10 +177,14 @@ async def _latest_states(
     return states, progress
 
 
-def show_dry_run(spec: WorkflowSpec, state_dir: Path) -> None:
-    """Print what each job would run; exit 0, or 1 if a request can never be satisfied."""
+def show_dry_run(spec: WorkflowSpec, state_dir: Path, *, as_json: bool = False) -> None:
+    """Print what each job would run (as text, or a JSON list of plans); exit 0, or 1 if a
+    request can never be satisfied."""
     from ccd import dryrun
 
     plans = asyncio.run(dryrun.plan_workflow(spec, state_dir / paths.RUNS_NAME))
-    click.echo(dryrun.render(plans))
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(p) for p in plans], indent=2))
+    else:
+        click.echo(dryrun.render(plans))
     sys.exit(1 if any(p.problems for p in plans) else 0)

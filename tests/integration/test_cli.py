@@ -193,6 +193,10 @@ def test_dry_run_shows_commands_and_runs_nothing(write_workflow, tmp_path: Path)
     assert f"== a (host local)\n$ touch {marker}\n" in out  # needs no shell: run without
     assert f"== c (host local)\n$ sh -c 'touch {marker} && echo $HOME' sh" in out
     assert "\n$ python3 ./b.py --n 2" in out
+    code, out, _ = ccctl("run", path, "--dry-run", "--json", "--state-dir", tmp_path / "state")
+    plans = {plan["job"]: plan for plan in json.loads(out)}
+    assert code == 0 and plans["a"]["command"] == f"touch {marker}"
+    assert plans["b"]["host"] == "local" and plans["b"]["problems"] == []
     assert not marker.exists() and not (tmp_path / "state" / "ccd.db").exists()
 
 
