@@ -11,10 +11,11 @@ from typing import Any
 
 import click
 
-from ccd.client import TERMINAL_STATES, ApiError, Client
+from ccd.client import TERMINAL_STATES, ApiError, Client, DaemonNotRunning
 from cli import render
 
 LOG_FOLLOW_INTERVAL_S = 0.5
+FOLLOW_RECONNECT_S = 60.0  # how long `logs -f` waits for a restarting daemon
 SOCKET_HELP = "The daemon's socket [default: $XDG_RUNTIME_DIR/ccd.sock or in the state dir]."
 
 
@@ -153,14 +154,23 @@ def logs(
     client = client_of(ctx)
     offset = 0
     out = sys.stdout.buffer
+    daemon_back_by: float | None = None  # while following across a daemon restart
     while True:
         try:
             chunk = client.log(workflow_id, job, offset=offset, attempt=attempt)
+        except (DaemonNotRunning, ConnectionError):
+            now = time.monotonic()
+            daemon_back_by = daemon_back_by or now + FOLLOW_RECONNECT_S
+            if not follow_ or now > daemon_back_by:
+                raise
+            time.sleep(LOG_FOLLOW_INTERVAL_S)  # a restart, most likely: the job runs on
+            continue
         except ApiError as err:
             if not (follow_ and err.status == 404 and _yet_to_start(client, workflow_id, job)):
                 raise
             time.sleep(LOG_FOLLOW_INTERVAL_S)  # following a job that will start: wait for it
             continue
+        daemon_back_by = None
         attempt = chunk.attempt  # stick to one attempt while following
         out.write(chunk.data)
         out.flush()

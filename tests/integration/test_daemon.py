@@ -483,6 +483,28 @@ def test_cancel_requested_before_a_restart_is_carried_out_after_it(tmp_path: Pat
     wait_for(lambda: not pid_alive(pid), what=f"pid {pid} to die")
 
 
+def test_logs_follow_a_job_across_a_daemon_restart(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    wf = write(tmp_path / "wf.yaml", f"""
+        jobs:
+          a: {{run: 'echo started; while [ ! -e {gate} ]; do sleep 0.05; done; echo finished'}}
+    """)  # fmt: skip
+    d = DaemonProcess(tmp_path).start()
+    try:
+        wf_id = d.client.submit(wf)
+        follower = d.ccctl_popen("logs", "-f", wf_id, "a")
+        assert follower.stdout is not None
+        assert follower.stdout.readline() == "started\n"
+        assert d.stop(signal.SIGTERM, timeout_s=10) == 0
+        d.start()
+        gate.touch()
+        out, err = follower.communicate(timeout=60)
+        assert d.client.wait(wf_id)["workflow"]["state"] == "succeeded"
+    finally:
+        d.stop()
+    assert (follower.returncode, out, err) == (0, "finished\n", "")
+
+
 def _sleep_random(rng: random.Random) -> None:
     # The moments are random, which is the point; this wait is not waiting for any state.
     import time
