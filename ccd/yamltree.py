@@ -225,7 +225,11 @@ def is_null(node: Node) -> bool:
 
 def describe(node: Node) -> str:
     if isinstance(node, Scalar):
-        return "nothing" if is_null(node) else repr(node.value)
+        if is_null(node):
+            return "nothing"
+        if not node.plain and _NUMBER_RE.fullmatch(node.value):
+            return f"the string {node.value!r} (a number is written without quotes)"
+        return repr(node.value)
     return "a list" if isinstance(node, Seq) else "a mapping"
 
 

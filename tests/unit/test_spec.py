@@ -693,6 +693,11 @@ def test_walltime_is_not_read_as_a_base_60_number(tmp_path: Path) -> None:
         ("{max_jobs: 2}", "missing field 'type' (local, ssh, slurm) (host 'h')"),
         ("{type: local, max_jobs: 0}", "expected a positive integer, got 0 (host 'h')"),
         ("{type: local, max_jobs: many}", "expected a non-negative integer, got 'many' (host 'h')"),
+        (
+            "{type: local, max_jobs: '2'}",
+            "expected a non-negative integer, got the string '2'"
+            " (a number is written without quotes) (host 'h')",
+        ),
     ],
 )
 def test_bad_hosts(tmp_path: Path, body: str, message: str) -> None:
