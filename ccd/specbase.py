@@ -212,10 +212,30 @@ def check_graph(ctx: Ctx, jobs: Mapping[str, JobSpec], fld: str | None) -> None:
         edges = [(p, c) for p, c in edges if p not in on_cycle and c not in on_cycle]
 
 
+# Linux's MAX_ARG_STRLEN: no single argument or environment entry of an exec may be longer
+# (E2BIG). Checked here, so that such a job is an error in its file, not a failed start.
+MAX_ARG_BYTES = 32 * 4096 - 1
+
+
 def make_spec(
     ctx: Ctx, name: str, source: Path, jobs: dict[str, JobSpec], hosts: dict[str, HostSpec]
 ) -> WorkflowSpec:
+    for job in jobs.values():
+        check_arg_sizes(ctx, job)
     return WorkflowSpec(name, source, ctx.base_dir, MappingProxyType(jobs), MappingProxyType(hosts))
+
+
+def check_arg_sizes(ctx: Ctx, job: JobSpec) -> None:
+    # A character is at most 4 bytes: a shorter text needs no encoding to be known to fit.
+    surely_fits = MAX_ARG_BYTES // 4
+    if not (job.args or job.env) and (job.run is None or len(job.run) <= surely_fits):
+        return  # most jobs, and every load checks every job
+    entries = [("run", job.run or ""), *(("args", arg) for arg in job.args)]
+    entries += [("env", f"{key}={value}") for key, value in job.env.items()]
+    for fld, text in entries:
+        if len(text) > surely_fits and (size := len(text.encode())) > MAX_ARG_BYTES:
+            limit = f"more than the {MAX_ARG_BYTES} a program can take in one argument or variable"
+            ctx.add(job.line, f"{size} bytes: {limit}", job.name, fld)
 
 
 SUFFIX_KINDS: dict[str, ScriptKind] = {".sh": "sh", ".py": "py", ".ipynb": "ipynb"}

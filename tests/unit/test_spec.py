@@ -1194,3 +1194,17 @@ def test_yaml_errors_say_where_and_what(tmp_path: Path) -> None:
     )
     tab = only(problems_of(tmp_path, "jobs:\n\ta: {run: echo}\n"))
     assert tab.line == 2 and tab.message.endswith("(a tab: YAML indents with spaces)")
+
+
+def test_an_argument_no_exec_could_take_is_an_error(tmp_path: Path) -> None:
+    text = (
+        f"jobs:\n  a: {{run: x, env: {{BIG: {'x' * 140_000}}}}}\n"
+        f"  b: {{run: 'echo {'é' * 70_000}'}}\n"
+        f"  c: {{run: x, args: [{'y' * 131_071}]}}\n"  # at the limit: fine
+    )
+    found = problems_of(tmp_path, text)
+    limit = "more than the 131071 a program can take in one argument or variable"
+    assert [(p.line, p.job, p.field, p.message) for p in found] == [
+        (2, "a", "env", f"140004 bytes: {limit}"),
+        (3, "b", "run", f"140005 bytes: {limit}"),
+    ]
