@@ -27,10 +27,11 @@ _UNITS_RE = re.compile(r"(?:\d+(?:\.\d+)?[smhd])+")  # 30m, 2h, 1h30m, 1.5d
 _UNIT_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # sbatch options that ccd sets itself, or that would break its tracking of the one job it
-# submitted (an array, another cluster, a blocking or dry-run submit). sbatch takes any
-# unambiguous prefix of a long option (`--job=x`) and bundled short ones (`-vJx`).
+# submitted (an array, another cluster, a blocking or dry-run submit, a requeue that ccd's
+# --no-requeue is there to prevent). sbatch takes any unambiguous prefix of a long option
+# (`--job=x`) and bundled short ones (`-vJx`).
 _RESERVED_LONG = ("--parsable", "--job-name", "--output", "--error", "--chdir", "--wrap",
-                  "--array", "--clusters", "--wait", "--test-only")  # fmt: skip
+                  "--array", "--clusters", "--wait", "--test-only", "--requeue")  # fmt: skip
 _RESERVED_SHORT = frozenset("JoeDaMW")
 _FLAG_SHORT = frozenset("hHkOQsvV")  # sbatch's short options that take no value
 _SAFE_ARG_RE = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")  # fullmatch: no shell text, no newline

@@ -182,6 +182,7 @@ def show_dry_run(spec: WorkflowSpec, state_dir: Path, *, as_json: bool = False) 
     request can never be satisfied."""
     from ccd import dryrun
 
+    logs.configure(None)  # stdout is the plans' (--json): backend log lines must not land there
     plans = asyncio.run(dryrun.plan_workflow(spec, state_dir / paths.RUNS_NAME))
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(p) for p in plans], indent=2))

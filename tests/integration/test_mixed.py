@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -85,6 +86,29 @@ def test_dry_run_renders_batch_scripts_and_checks_limits(
     assert f"!! cpus {too_big}" in refused.stdout
     squeue = subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True)
     assert "DRYRUN" not in squeue.stdout  # nothing was submitted
+
+
+def test_dry_run_json_through_ssh_is_json_only(
+    sshd: Sshd, slurm: SlurmCluster, tmp_path: Path
+) -> None:
+    """Planning a Slurm job behind an ssh host connects (and logs that it did): the log lines
+    must stay off stdout, which is the plans'."""
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(
+        textwrap.dedent(f"""
+        hosts:
+          lab: {{type: ssh, hostname: {sshd.host}, port: {sshd.port}, user: {sshd.user},
+                identity: {sshd.key}, known_hosts: {sshd.known_hosts}, root: {sshd.runs}}}
+          hpc: {{type: slurm, via: lab, partition: {slurm.partition}}}
+        jobs:
+          fits: {{host: hpc, run: 'echo hi', resources: {{cpus: 1, mem: 64M, time: 5m}}}}
+    """)
+    )
+    done = _ccctl("run", str(wf), "--dry-run", "--json", "--state-dir", str(tmp_path / "state"))
+    assert done.returncode == 0, done.stderr
+    [plan] = json.loads(done.stdout)
+    assert (plan["job"], plan["host"], plan["problems"]) == ("fits", "hpc", [])
+    assert plan["sbatch"].startswith("sbatch --parsable")
 
 
 def _ccctl(*args: str) -> subprocess.CompletedProcess[str]:

@@ -189,6 +189,7 @@ RESERVED = [
     "--job-name=x", "--job-name", "-J", "-Jx", "--job=x", "--output=o.txt", "--out=o", "-o",
     "--error=e", "-e", "--chdir=/", "-D/tmp", "--wrap=ls", "--parsable", "--array=1-3", "-a1",
     "--clusters=other", "-Mother", "--wait", "-W", "--test-only", "-vJx", "-vvo", "--",
+    "--requeue", "--requ",
 ]  # fmt: skip
 
 
