@@ -56,7 +56,7 @@ def summary(status: Mapping[str, Any]) -> str:
     wf = status["workflow"]
     rows = [
         (j["name"], j["state"], exit_text(j), j["attempts"], duration(j["duration_s"]),
-         j.get("reason") or "")
+         one_line(j.get("reason") or ""))
         for j in status["jobs"]
     ]  # fmt: skip
     body = table(("JOB", "STATE", "EXIT", "ATTEMPTS", "DURATION", "REASON"), rows)
@@ -78,8 +78,13 @@ def counts_line(status: Mapping[str, Any]) -> str:
 def event_line(workflow_id: str, job: str | None, state: str, reason: str | None, at: float) -> str:
     stamp = time.strftime("%H:%M:%S", time.localtime(at))
     subject = job if job is not None else "(workflow)"
-    suffix = f"  {reason}" if reason else ""
+    suffix = f"  {one_line(reason)}" if reason else ""
     return f"{stamp} {workflow_id} {subject} {state}{suffix}"
+
+
+def one_line(text: str) -> str:
+    """A reason (say, a tool's two-line error) that keeps a table row or event line whole."""
+    return " ".join(text.split())
 
 
 def progress_bar(percent: int | None) -> str:
