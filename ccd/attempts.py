@@ -43,12 +43,21 @@ class Attempt:
     kill: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    # In a batch system's queue: its timeout counts from when it starts running, not before.
+    queued: bool = False
+    on_running: Callable[[], None] | None = None
 
     def request_kill(self, reason: str) -> None:
         if self.kill_reason is None:
             self.kill_reason = reason
         if not self.kill.done():
             self.kill.set_result(None)
+
+    def mark_running(self) -> None:
+        """The batch system started it."""
+        self.queued = False
+        if self.on_running is not None:
+            self.on_running()
 
 
 class AttemptRunner:
@@ -89,7 +98,7 @@ class AttemptRunner:
         if attempt.handle is None:
             return None
         timeout_s = attempt.timeout_s
-        if timeout_s is not None:
+        if timeout_s is not None and not attempt.queued:  # (started_at: when it was submitted)
             timeout_s = max(0.0, timeout_s - (time.time() - attempt.started_at))
         return await self._follow(attempt, executor, timeout_s)
 
@@ -154,11 +163,22 @@ class AttemptRunner:
             kill("cancelled")  # request_kill has set the real reason already
 
         loop = asyncio.get_running_loop()
-        timer = None if timeout_s is None else loop.call_later(timeout_s, kill, "timeout")
+        timer: asyncio.TimerHandle | None = None
+
+        def start_clock() -> None:
+            nonlocal timer
+            if timeout_s is not None and timer is None:
+                timer = loop.call_later(timeout_s, kill, "timeout")
+
+        if attempt.queued:
+            attempt.on_running = start_clock
+        else:
+            start_clock()
         attempt.kill.add_done_callback(on_kill_request)
         try:
             return await executor.wait(handle)
         finally:
+            attempt.on_running = None
             if timer is not None:
                 timer.cancel()
             attempt.kill.remove_done_callback(on_kill_request)

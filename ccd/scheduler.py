@@ -482,27 +482,28 @@ class Scheduler:
         job.progress = None
         first = JobState.SUBMITTED if job.spec.host in self.batch_hosts else JobState.RUNNING
         self._transition(job, first, f"attempt {job.attempts}")
-        attempt = self._new_attempt(job)
+        attempt = self._new_attempt(job, queued=first is JobState.SUBMITTED)
         self._commit.batch.attempts.append(self._attempt_record(job, attempt, None))
         self._commit.after(lambda: self._own(job, self._runner.run(attempt)))
 
     def _resume(self, job: JobRun, record: AttemptRecord | None) -> None:
         """Watch an attempt that was running when the previous daemon stopped."""
         self._take_slot(job)
-        attempt = self._new_attempt(job)
+        attempt = self._new_attempt(job, queued=job.state is JobState.SUBMITTED)
         if record is not None:
             attempt.tail = LogTail(record.log_offset)
             attempt.started_at = record.started_at
         self._own(job, self._runner.resume(attempt))
 
-    def _new_attempt(self, job: JobRun) -> Attempt:
+    def _new_attempt(self, job: JobRun, *, queued: bool) -> Attempt:
         launch = launch_for(
             job.spec, job.wf.id, job.attempts, self._runs_root,
             retries_so_far=max(0, job.attempts - job.budget_start - 1),
         )  # fmt: skip
         attempt = Attempt(
-            launch, job.spec.host, job.spec.timeout_s, lambda m, off: self._on_progress(job, m, off)
-        )
+            launch, job.spec.host, job.spec.timeout_s,
+            lambda m, off: self._on_progress(job, m, off), queued=queued,
+        )  # fmt: skip
         job.attempt = attempt
         return attempt
 
@@ -551,6 +552,8 @@ class Scheduler:
             return
         if state == "running" and job.state is JobState.SUBMITTED:
             self._transition(job, JobState.RUNNING, reason)
+            if job.attempt is not None:
+                job.attempt.mark_running()
         elif state == "pending" and reason and reason != job.pending_reason:
             job.pending_reason = reason
             if job.attempt is None or job.attempt.kill_reason is None:  # else: cancel requested

@@ -5,6 +5,7 @@ the executor and through the engine. The walltime test alone takes ~90 s (Slurm 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import secrets
 import shlex
@@ -241,6 +242,29 @@ async def test_engine_runs_a_slurm_workflow(slurm: SlurmCluster, tmp_path: Path)
         "a": "succeeded", "b": "succeeded", "c": "failed", "h": "succeeded"
     }  # fmt: skip
     assert jobs["c"].exit_code == 3 and jobs["c"].signal is None
+
+
+async def test_a_timeout_does_not_count_the_time_in_the_queue(
+    slurm: SlurmCluster, tmp_path: Path
+) -> None:
+    """Held in the queue for longer than its 2 s timeout, then released: it runs and
+    succeeds; the timeout starts with the job."""
+    job = dataclasses.replace(shell_job("h", "echo ran", host="hpc_held"), timeout_s=2.0)
+    spec = workflow(tmp_path, [job])
+    engine = await Engine.open(tmp_path / "state", spec.hosts, FAST)
+    events: list[JobEvent] = []
+    engine.scheduler.subscribe(events.append)
+    try:
+        wf = await engine.scheduler.submit(spec)
+        await until(lambda: any(e.reason == "JobHeldUser" for e in events), "h held")
+        await asyncio.sleep(3.0)  # queued past its timeout: a span of time, not a state
+        await run("scontrol", "release", f"jobname={job_tag(wf, 'h', 1)}")
+        async with asyncio.timeout(DEADLINE_S):
+            await engine.scheduler.wait(wf)
+        [status] = (await engine.status(wf)).jobs
+    finally:
+        await engine.close()
+    assert (status.state.value, status.reason) == ("succeeded", None)
 
 
 CHILD = """

@@ -94,3 +94,18 @@ async def test_an_attempt_that_just_ends_is_never_signalled(timeout_s: float | N
     status = await _runner(executor).run(_attempt(timeout_s))
     assert executor.attempted == []
     assert (status.code, status.reason) == (3, None)
+
+
+async def test_a_queued_attempts_timeout_counts_from_when_it_runs() -> None:
+    """A batch job waiting in the queue longer than its timeout is not killed for it; once
+    the batch system starts it, the timeout runs."""
+    executor = ScriptedExecutor(dies_on={signal.SIGTERM})
+    attempt = _attempt(timeout_s=0.05)
+    attempt.queued = True
+    running = asyncio.create_task(_runner(executor).run(attempt))
+    await asyncio.sleep(0.3)  # queued for six times its timeout: a span, not a state to await
+    assert executor.attempted == [] and not running.done()
+    attempt.mark_running()
+    status = await asyncio.wait_for(running, 10)
+    assert executor.signals == [signal.SIGTERM]
+    assert status.reason == "timeout"
