@@ -24,6 +24,7 @@ from ccd.store import Store
 from cli import render
 
 REDRAW_INTERVAL_S = 0.25
+HOST_CHECK_INTERVAL_S = 1.0
 
 
 def run_in_process(
@@ -56,7 +57,7 @@ async def _run(
                 raise CcdError("interrupted before the workflow was submitted")
             wf_id = await engine.scheduler.submit(spec, fail_fast=fail_fast)
             stop.cancels(engine, wf_id)
-            async with _report(engine, wf_id, live, quiet):
+            async with _report(engine, wf_id, live, quiet), _watch_hosts(engine, spec):
                 await engine.scheduler.wait(wf_id)
             status = (await engine.status(wf_id)).to_json()
         finally:
@@ -138,6 +139,35 @@ async def _report(engine: Engine, wf_id: str, live: bool, quiet: bool) -> AsyncI
         with contextlib.suppress(asyncio.CancelledError):
             await task
         view.draw(live_status(run))
+
+
+@contextlib.asynccontextmanager
+async def _watch_hosts(engine: Engine, spec: WorkflowSpec) -> AsyncIterator[None]:
+    """Say on stderr when a host the jobs need cannot be reached (and when it is back): its
+    jobs wait for it, which without a word would look like a hang."""
+    hosts = sorted({job.host for job in spec.jobs.values()} - {"local"})
+
+    async def watch() -> None:
+        said: dict[str, str] = {name: "ok" for name in hosts}
+        while True:
+            for name in hosts:
+                health = engine.host_health(name)
+                if health.state != said[name] and health.state != "connecting":
+                    said[name] = health.state
+                    news = f"host {name}: {health.state}"
+                    if health.state != "ok":
+                        news += f" ({health.reason}); its jobs wait for it (Ctrl-C stops the run)"
+                    click.echo(render.one_line(news), err=True)
+            await asyncio.sleep(HOST_CHECK_INTERVAL_S)
+
+    task = asyncio.create_task(watch()) if hosts else None
+    try:
+        yield
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def live_status(run: WorkflowRun) -> dict[str, Any]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -220,3 +222,33 @@ def test_unusable_paths_are_one_line_errors(write_workflow, tmp_path: Path) -> N
     for args, message in cases:
         code, _, err = ccctl(*args)
         assert (code, err.strip()) == (1, message), args
+
+
+def test_run_says_when_a_host_it_needs_is_unreachable(write_workflow, tmp_path: Path) -> None:
+    """Its jobs wait for the host; without a word that would look like a hang."""
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # a port nobody listens on
+    port = closed.getsockname()[1]
+    path = write_workflow(f"""
+        hosts:
+          lab: {{type: ssh, hostname: 127.0.0.1, port: {port}, connect_timeout_s: 2}}
+        jobs:
+          here: {{run: 'true'}}
+          there: {{host: lab, run: 'true'}}
+    """)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", "run", str(path), "--state-dir", str(tmp_path / "state")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()  # the first thing it says on stderr
+        assert line.startswith(f"host lab: unreachable (ssh host 'lab' (127.0.0.1:{port}):")
+        assert line.rstrip().endswith("its jobs wait for it (Ctrl-C stops the run)")
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        closed.close()
+        proc.kill()
+    assert proc.returncode == 1
+    assert re.search(r"^there +cancelled ", out, re.MULTILINE), out
