@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import signal
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
 
@@ -141,7 +140,7 @@ class AttemptRunner:
         except OSError as exc:  # the job may have removed its log: its end still counts
             log.warning("progress_read_failed", job=attempt.launch.job, error=str(exc))
         if attempt.kill_reason is not None:  # we killed it: that is the reason, not "lost"
-            status = dataclasses.replace(status, reason=attempt.kill_reason)
+            status = replace(status, reason=attempt.kill_reason)
         return status
 
     async def _supervise(

@@ -34,6 +34,12 @@ TERMINAL_STATES = frozenset({
     "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
     "BOOT_FAIL", "DEADLINE", "REVOKED", "SPECIAL_EXIT",
 })  # fmt: skip
+# Pending reasons that mean the job as submitted can never start (more CPUs or nodes than the
+# partition has, an unknown account...): ccd cancels it and fails the attempt.
+NEVER_STARTS = frozenset({
+    "PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "BadConstraints",
+    "InvalidAccount", "InvalidQOS",
+})  # fmt: skip
 # Terminal states that are not the job's own doing: the reason ccd records.
 REASON_BY_STATE = {
     "TIMEOUT": "timeout",

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import re
+import signal
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextvars import ContextVar
@@ -109,6 +109,7 @@ class _Watch:
     done: asyncio.Future[ExitStatus]
     record: StatusRecord = field(default_factory=StatusRecord)
     shown: tuple[str, str | None] | None = None  # the last state told to the listener
+    never: str | None = None  # the pending reason under which Slurm will never start it
 
 
 class SlurmExecutor:
@@ -220,7 +221,7 @@ class SlurmExecutor:
         if status.ok and outputs and self.options.via != "local":
             problem = await self._fetch_outputs(watch.run_dir, handle.run_dir, outputs)
             if problem is not None:
-                return dataclasses.replace(status, reason=problem)
+                return replace(status, reason=problem)
         return status
 
     async def signal(self, handle: Handle, signum: int) -> None:
@@ -472,6 +473,9 @@ class SlurmExecutor:
                 to_settle.append((watch, row))
             else:
                 changed |= self._report(watch, row)
+                if row.state == "PENDING" and row.reason in sp.NEVER_STARTS and not watch.never:
+                    watch.never = row.reason  # it would wait forever, holding a slot
+                    await self.signal(watch.handle, signal.SIGTERM)
         # A job Slurm calls finished may have written its exit record since we read it.
         await self._read_records([w for w, _ in to_settle if w.record.exit_code is None])
         for watch, row in to_settle:
@@ -490,6 +494,8 @@ class SlurmExecutor:
 
     def _settle(self, watch: _Watch, row: sp.JobRow | None) -> None:
         status = sp.classify(row, watch.record)
+        if watch.never is not None and watch.record.exit_code is None:
+            status = ExitStatus(None, reason=f"Slurm can never start it ({watch.never})")
         key = _key(watch.handle)
         if self._watches.get(key) is watch:
             del self._watches[key]

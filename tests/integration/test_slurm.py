@@ -267,6 +267,33 @@ async def test_a_timeout_does_not_count_the_time_in_the_queue(
     assert (status.state.value, status.reason) == ("succeeded", None)
 
 
+async def test_a_job_slurm_can_never_start_fails_and_frees_its_slot(
+    slurm: SlurmCluster, tmp_path: Path
+) -> None:
+    """More CPUs than any node has: Slurm queues it for ever (PartitionConfig). It is
+    cancelled and fails, and the host's one slot goes to the next job."""
+    too_big = JobSpec("too_big", "shell", run="true", host="hpc",
+                      resources=Resources(cpus=slurm.cpus + 1, time_s=300))  # fmt: skip
+    hosts = {**engine_hosts(), "hpc": HostSpec("hpc", "slurm", max_jobs=1, options=OPTIONS)}
+    specs = {"too_big": too_big, "fits": shell_job("fits", "echo ok")}
+    spec = WorkflowSpec("slurm-test", tmp_path / "wf.yaml", tmp_path, specs, hosts)
+    engine = await Engine.open(tmp_path / "state", spec.hosts, FAST)
+    try:
+        wf = await engine.scheduler.submit(spec)
+        async with asyncio.timeout(DEADLINE_S):
+            await engine.scheduler.wait(wf)
+        jobs = {j.name: j for j in (await engine.status(wf)).jobs}
+    finally:
+        await engine.close()
+    assert (jobs["too_big"].state.value, jobs["too_big"].reason) == (
+        "failed",
+        "Slurm can never start it (PartitionConfig)",
+    )
+    assert jobs["fits"].state.value == "succeeded"
+    left = await squeue_states(job_tag(wf, "too_big", 1))
+    assert set(left.values()) <= {"CANCELLED"}, left  # not still queued
+
+
 CHILD = """
 import asyncio, sys
 from pathlib import Path
