@@ -125,8 +125,10 @@ class SlurmExecutor:
     CLAIM = ("sh", "-c", 'mkdir -p -- "$1" && set -C && printf "claimed\\n" > "$1/status"', "sh")
     HOME = ("sh", "-c", 'printf %s "$HOME"')
     PING = ("sinfo", "-h", "-o", "%a")  # asks slurmctld: is it back?
-    LIST_FILES = ("sh", "-c", 'cd "$1" || exit 1; shift; for p; do for f in $p; do '
-                  '[ -f "$f" ] && printf "%s\\0" "$f"; done; done; exit 0', "sh")  # fmt: skip
+    # The files each pattern matches, NUL-separated; a pattern that matches none, after a \1.
+    LIST_FILES = ("sh", "-c", 'cd "$1" || exit 1; shift; for p; do m=; for f in $p; do '
+                  '[ -f "$f" ] && printf "%s\\0" "$f" && m=1; done; '
+                  '[ -n "$m" ] || printf "\\001%s\\0" "$p"; done; exit 0', "sh")  # fmt: skip
     SUBMIT_RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)  # then the start fails
     NO_ACCOUNTING_RE = re.compile(r"accounting storage is disabled", re.IGNORECASE)
     UNREACHABLE_RE = re.compile(r"Unable to contact slurm controller|Socket timed out",
@@ -325,7 +327,11 @@ class SlurmExecutor:
         """Copy the files matching ``patterns`` back into the local run dir."""
         try:
             listing = await self._run_shell([*self.LIST_FILES, remote_dir, *patterns])
-            for name in filter(None, listing.stdout.decode(errors="replace").split("\0")):
+            names = list(filter(None, listing.stdout.decode(errors="replace").split("\0")))
+            unmatched = [name[1:] for name in names if name.startswith("\1")]
+            if unmatched:  # a declared output that is not there: the job did not do its work
+                return f"outputs not fetched from {self.host}: no file matches '{unmatched[0]}'"
+            for name in names:
                 data, chunk = b"", b"x"
                 while chunk:
                     chunk = await self.shell.read_file(f"{remote_dir}/{name}", len(data))

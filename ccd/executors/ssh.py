@@ -507,7 +507,13 @@ async def _download(
     sftp: asyncssh.SFTPClient, remote_dir: str, local_dir: Path, patterns: tuple[str, ...]
 ) -> None:
     for pattern in patterns:
-        for path in await sftp.glob(f"{remote_dir}/{pattern}"):
+        try:
+            paths = await sftp.glob(f"{remote_dir}/{pattern}")
+        except asyncssh.SFTPNoSuchFile:
+            paths = []
+        if not paths:  # a declared output that is not there: the job did not do its work
+            raise OSError(f"no file matches '{pattern}'")
+        for path in paths:
             found = PurePosixPath(os.fsdecode(path))
             target = local_dir / found.relative_to(remote_dir)
             target.parent.mkdir(parents=True, exist_ok=True)

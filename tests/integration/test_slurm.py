@@ -370,8 +370,10 @@ async def test_via_ssh_host(slurm: SlurmCluster, sshd: Sshd, tmp_path: Path) -> 
     source.write_text("data\n")
     ok = replace(launch_in(tmp_path, "ssh_ok", "cat input.txt > out.txt; whoami"),
                  inputs=(source,), outputs=("out.txt",))  # fmt: skip
+    no_output = replace(launch_in(tmp_path, "ssh_none", "true"), outputs=("out.txt", "n*.csv"))
     try:
-        handles = [await ex.start(ok), await ex.start(launch_in(tmp_path, "ssh_bad", "exit 4"))]
+        handles = [await ex.start(ok), await ex.start(launch_in(tmp_path, "ssh_bad", "exit 4")),
+                   await ex.start(no_output)]  # fmt: skip
         found = None
         again = SlurmExecutor.create(host, {"login": login})
         try:
@@ -384,7 +386,8 @@ async def test_via_ssh_host(slurm: SlurmCluster, sshd: Sshd, tmp_path: Path) -> 
     finally:
         await ex.close()
         await login.close()
-    assert results == [ExitStatus(0), ExitStatus(4)]
+    missing = "outputs not fetched from hpc: no file matches 'out.txt'"
+    assert results == [ExitStatus(0), ExitStatus(4), ExitStatus(0, reason=missing)]
     assert found is not None and found.job_id == handles[0].job_id
     assert log.decode().strip() == sshd.user  # the job ran as the ssh login user
     assert (ok.run_dir / "out.txt").read_text() == "data\n"

@@ -243,7 +243,8 @@ async def test_inputs_go_up_and_outputs_come_back(sshd: Sshd, tmp_path: Path) ->
         missing = launch(tmp_path, "none", "true", outputs=("nothing-*.csv",))
         status = await executor.wait(await executor.start(missing))
         assert not status.ok and status.code == 0
-        assert status.reason is not None and "outputs not fetched" in status.reason
+        assert status.reason is not None and status.reason.startswith("outputs not fetched")
+        assert status.reason.endswith(": no file matches 'nothing-*.csv'")
     finally:
         await executor.close()
 
