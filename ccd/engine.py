@@ -128,10 +128,10 @@ class Engine:
     def _foreign_hosts(self, spec: WorkflowSpec) -> list[Problem]:
         """A problem for the first job on each host the file defines unlike this engine."""
         problems: dict[str, Problem] = {}
+        ours = ", ".join(sorted(self.hosts))
         for job in spec.jobs.values():
             if job.host in problems or self.hosts.get(job.host) == spec.hosts[job.host]:
                 continue
-            ours = ", ".join(sorted(self.hosts))
             problems[job.host] = Problem(
                 str(spec.source), job.line,
                 f"host '{job.host}' is defined in the workflow file; the daemon runs jobs only"

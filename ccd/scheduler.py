@@ -329,7 +329,7 @@ class Scheduler:
         old = job.state
         check_transition(job.name, old, new)
         job.state = new
-        at = exit.ended_at if exit is not None and exit.ended_at is not None else time.time()
+        at = _ended_at(exit)
         self._commit.batch.transitions.append(
             Transition(
                 job.wf.id, job.name, old, new, at, reason,
@@ -599,7 +599,7 @@ class Scheduler:
         self, job: JobRun, attempt: Attempt | None, status: ExitStatus | None
     ) -> AttemptRecord:
         handle = attempt.handle if attempt else None
-        now = status.ended_at if status is not None and status.ended_at is not None else time.time()
+        now = _ended_at(status)
         return AttemptRecord(
             job.wf.id, job.name, job.attempts, job.spec.host,
             str(attempt.launch.run_dir) if attempt else "",
@@ -611,3 +611,9 @@ class Scheduler:
             reason=status.reason if status else None,
             log_offset=attempt.tail.resume_offset if attempt else 0,
         )  # fmt: skip
+
+
+def _ended_at(status: ExitStatus | None) -> float:
+    """When an attempt ended, as its status says (read from a record after a restart), else
+    now: the moment we learn of it."""
+    return status.ended_at if status is not None and status.ended_at is not None else time.time()

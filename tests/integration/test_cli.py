@@ -137,14 +137,19 @@ def test_cloudmesh_cc_workflows_run_unchanged(
         assert progress["b.sh"] == progress["c.py"] == progress["d.ipynb"] == 100
 
 
+def _run_in_background(path: Path, state: Path) -> subprocess.Popen[str]:
+    """`ccctl run`, as a process to signal and read from while it runs."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli", "run", str(path), "--state-dir", str(state)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )  # fmt: skip
+
+
 def test_ctrl_c_cancels_and_kills_process_groups(write_workflow, tmp_path: Path) -> None:
     marker = tmp_path / "pid"
     path = write_workflow(f"jobs:\n  long: {{run: 'echo $$ > {marker}; sleep 300'}}\n")
     state = tmp_path / "state"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cli", "run", str(path), "--state-dir", str(state)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-    )  # fmt: skip
+    proc = _run_in_background(path, state)
     deadline = time.monotonic() + 20
     while not (marker.exists() and marker.read_text().strip()) and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -164,10 +169,7 @@ def test_ctrl_c_while_submitting_leaves_no_running_workflow(write_workflow, tmp_
     "running" with nobody to run it."""
     path = write_workflow("jobs:\n" + "".join(f"  j{i}: {{run: 'true'}}\n" for i in range(20000)))
     state = tmp_path / "state"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cli", "run", str(path), "--state-dir", str(state)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-    )  # fmt: skip
+    proc = _run_in_background(path, state)
     deadline = time.monotonic() + 30
     while not (state / "ccd.db").exists() and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -236,10 +238,7 @@ def test_run_says_when_a_host_it_needs_is_unreachable(write_workflow, tmp_path: 
           here: {{run: 'true'}}
           there: {{host: lab, run: 'true'}}
     """)  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cli", "run", str(path), "--state-dir", str(tmp_path / "state")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-    )  # fmt: skip
+    proc = _run_in_background(path, tmp_path / "state")
     try:
         assert proc.stderr is not None
         line = proc.stderr.readline()  # the first thing it says on stderr
