@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Install what ccd and its tests need on a fresh Debian machine: Debian packages (graphviz;
 # systemd for systemd-analyze, which checks the user unit; it installs fine where PID 1 is
-# not systemd; OpenSSH's server and Slurm for the backends' tests), then ccd itself with its
-# test and notebook extras. Idempotent; run as root (or with sudo).
+# not systemd; OpenSSH's server and Slurm for the backends' tests), then ccd's Python
+# dependencies at the exact versions of requirements/lock.txt (hash-checked, so a new
+# upstream release cannot change what is installed; scripts/lock.sh refreshes it), then ccd
+# itself, editable. Into the active venv if there is one. Idempotent; run as root (or sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,4 +25,8 @@ else
     sudo bash scripts/infra/install.sh
 fi
 
-python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test,notebook]'
+pip_install() {
+    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "$@"
+}
+pip_install --require-hashes --no-deps -r requirements/lock.txt
+pip_install --no-deps --no-build-isolation -e .

@@ -23,13 +23,20 @@ import dataclasses
 import os
 import random
 import shlex
+import warnings
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
-import asyncssh
 import structlog
+from cryptography.utils import CryptographyDeprecationWarning
+
+with warnings.catch_warnings():
+    # asyncssh names cryptography's DSA classes, which warn on every import since
+    # cryptography 48. Not ours to fix, and no user can act on it: keep it off stderr.
+    warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+    import asyncssh
 
 from ccd.errors import ExecutorError
 from ccd.executors.base import (
