@@ -58,14 +58,14 @@ if str(REPO) not in sys.path:
 
 from ccd import logs  # noqa: E402
 from ccd.engine import Engine  # noqa: E402
+from ccd.engine.launch import launch_for  # noqa: E402
+from ccd.engine.scheduler import Limits  # noqa: E402
+from ccd.engine.store import PRAGMAS, AttemptRecord, Batch, Transition, commit_batch  # noqa: E402
 from ccd.executors import shepherd  # noqa: E402
 from ccd.executors.local import proc_stat_fields, spawn_request  # noqa: E402
 from ccd.executors.shepherd_link import start_shepherd  # noqa: E402
-from ccd.jobs import launch_for  # noqa: E402
 from ccd.models import JobState  # noqa: E402
-from ccd.scheduler import Limits  # noqa: E402
 from ccd.spec import LOCAL_HOST, HostSpec, JobSpec, WorkflowSpec  # noqa: E402
-from ccd.store import PRAGMAS, AttemptRecord, Batch, Transition, commit_batch  # noqa: E402
 
 Dag = dict[str, tuple[str, ...]]  # job -> its parents; keys in a topological order
 
@@ -357,7 +357,7 @@ def time_subprocess(dag: Dag, concurrency: int) -> float:
 
 class DurableFloor:
     """The engine's durable work per job, done as plainly as it can be: the same transactions
-    (ccd.store's schema and batch writer, with sqlite3 in this thread) committed before a job
+    (ccd.engine.store's schema and batch writer, with sqlite3 in this thread) committed before a job
     starts and after it ends, and the same local shepherd making the same run directory and
     spawning the same command. No event loop, no database thread, no scheduler: blocking
     reads of the shepherd's answers, in-degree counters and a ready queue.

@@ -43,8 +43,8 @@ import structlog
 from ccd.executors.base import Launch
 from ccd.executors.local import LocalShell
 from ccd.executors.slurm import SlurmExecutor
-from ccd.hosts import Resources, SlurmOptions
-from ccd.slurm_parse import JobRow, parse_sdiag_rpcs
+from ccd.executors.slurm_parse import JobRow, parse_sdiag_rpcs
+from ccd.spec.hosts import Resources, SlurmOptions
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -49,10 +49,10 @@ if str(REPO) not in sys.path:
 
 from ccd import logs  # noqa: E402
 from ccd.engine import Engine  # noqa: E402
+from ccd.engine.scheduler import Limits  # noqa: E402
 from ccd.executors.ssh import SshExecutor  # noqa: E402
-from ccd.hosts import SshOptions  # noqa: E402
-from ccd.scheduler import Limits  # noqa: E402
 from ccd.spec import HostSpec, JobSpec, WorkflowSpec  # noqa: E402
+from ccd.spec.hosts import SshOptions  # noqa: E402
 
 SPEEDUP_TARGET = 20.0
 OVERHEAD_TARGET_MS = 15.0

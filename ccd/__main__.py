@@ -1,3 +1,3 @@
-from ccd.daemon import main
+from ccd.server.daemon import main
 
 main()

@@ -114,7 +114,7 @@ def run(
 def graph(ctx: click.Context, target: str, output: Path, state_dir: Path | None) -> None:
     """Draw a workflow's DAG: TARGET is a workflow file (coloured by its latest `ccctl run`)
     or the id of a workflow in the daemon (live colours)."""
-    from ccd import dag
+    from ccd.spec import dag
 
     path = Path(target)
     if path.exists() or path.suffix in (".yaml", ".yml") or "/" in target:  # a file, not an id

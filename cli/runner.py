@@ -16,11 +16,11 @@ import click
 
 from ccd import logs, paths
 from ccd.engine import Engine
+from ccd.engine.runs import JobEvent, Limits, WorkflowRun
+from ccd.engine.store import Store
 from ccd.errors import CcdError
 from ccd.models import JobState
-from ccd.runstate import JobEvent, Limits, WorkflowRun
 from ccd.spec import WorkflowSpec
-from ccd.store import Store
 from cli import render
 
 REDRAW_INTERVAL_S = 0.25
@@ -210,7 +210,7 @@ async def _latest_states(
 def show_dry_run(spec: WorkflowSpec, state_dir: Path, *, as_json: bool = False) -> None:
     """Print what each job would run (as text, or a JSON list of plans); exit 0, or 1 if a
     request can never be satisfied."""
-    from ccd import dryrun
+    from ccd.engine import dryrun
 
     logs.configure(None)  # stdout is the plans' (--json): backend log lines must not land there
     plans = asyncio.run(dryrun.plan_workflow(spec, state_dir / paths.RUNS_NAME))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ccd.engine import Engine
-from ccd.scheduler import Limits
+from ccd.engine.scheduler import Limits
 from ccd.spec import WorkflowSpec, load
 
 # Fast pacing for tests: retries and kills do not need to wait seconds.

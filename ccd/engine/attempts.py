@@ -15,10 +15,10 @@ from dataclasses import dataclass, field, replace
 
 import structlog
 
+from ccd.engine.progress import LogTail
 from ccd.errors import ExecutorError
 from ccd.executors.base import Executor, Handle, Launch
 from ccd.models import ExitStatus, Progress
-from ccd.progress import LogTail
 
 log = structlog.get_logger("ccd.attempts")
 

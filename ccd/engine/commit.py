@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import structlog
 
-from ccd.store import Batch, Store
+from ccd.engine.store import Batch, Store
 
 log = structlog.get_logger("ccd.commit")
 

@@ -11,14 +11,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ccd import dag, paths
+from ccd import paths
+from ccd.engine.scheduler import Limits, Scheduler
+from ccd.engine.store import AttemptRecord, Store, WorkflowRecord
 from ccd.errors import NotFound, Problem, SpecError
 from ccd.executors.base import Executor, Handle, HostHealth, backend_class
 from ccd.models import JobState
-from ccd.scheduler import Limits, Scheduler
 from ccd.spec import LOCAL_HOST as LOCAL
-from ccd.spec import HostSpec, WorkflowSpec, parse
-from ccd.store import AttemptRecord, Store, WorkflowRecord
+from ccd.spec import HostSpec, WorkflowSpec, dag, parse
 
 
 @dataclass(frozen=True, slots=True)

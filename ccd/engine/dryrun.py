@@ -10,12 +10,12 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from ccd.engine.launch import launch_for
 from ccd.executors.base import WRAPPER_NAME, Executor
 from ccd.executors.local import local_argv
-from ccd.hosts import SlurmOptions
-from ccd.jobs import launch_for
-from ccd.slurm_parse import effective_resources, render_batch
+from ccd.executors.slurm_parse import effective_resources, render_batch
 from ccd.spec import WorkflowSpec
+from ccd.spec.hosts import SlurmOptions
 
 PLACEHOLDER_ID = "DRYRUN"
 
@@ -61,7 +61,7 @@ async def plan(
 async def _check(executor: Executor, resources: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(problems, notes): the requests' problems if the cluster answers, else a note."""
     from ccd.executors.slurm import SlurmExecutor, check_limits
-    from ccd.hosts import Resources
+    from ccd.spec.hosts import Resources
 
     assert isinstance(executor, SlurmExecutor) and isinstance(resources, Resources)
     try:
@@ -75,7 +75,7 @@ async def _check(executor: Executor, resources: object) -> tuple[tuple[str, ...]
 
 async def plan_workflow(spec: WorkflowSpec, runs_root: Path) -> list[JobPlan]:
     """`plan` with executors built for the workflow's own hosts (and closed after)."""
-    from ccd.engine import make_executors
+    from ccd.engine.core import make_executors
 
     executors = make_executors(spec.hosts)
     try:

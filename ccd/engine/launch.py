@@ -12,10 +12,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from ccd.engine.store import JobRecord, NewJob, WorkflowRecord
 from ccd.executors.base import Launch
-from ccd.hosts import Resources
 from ccd.spec import JobSpec, WorkflowSpec
-from ccd.store import JobRecord, NewJob, WorkflowRecord
+from ccd.spec.hosts import Resources
 
 INLINE_SCRIPT = "run.sh"  # the file an inline `run:` command is written to in the run dir
 SNAPSHOT_DIR = ".scripts"  # job names cannot start with ".", so this never clashes with one

@@ -8,7 +8,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ccd.attempts import Attempt
+from ccd.engine.attempts import Attempt
 from ccd.models import JobState, WorkflowState
 from ccd.spec import JobSpec, WorkflowSpec
 

@@ -19,11 +19,9 @@ from pathlib import Path
 
 import structlog
 
-from ccd.attempts import Attempt, AttemptRunner
-from ccd.commit import Committer
-from ccd.errors import CcdError, NotFound
-from ccd.executors.base import Executor, Handle
-from ccd.jobs import (
+from ccd.engine.attempts import Attempt, AttemptRunner
+from ccd.engine.commit import Committer
+from ccd.engine.launch import (
     job_spec,
     launch_for,
     new_job,
@@ -31,6 +29,21 @@ from ccd.jobs import (
     spec_of_records,
     with_snapshot,
 )
+from ccd.engine.progress import LogTail
+from ccd.engine.runs import JobEvent, JobRun, Limits, WorkflowRun
+from ccd.engine.store import (
+    AttemptRecord,
+    JobNote,
+    JobRecord,
+    ProgressUpdate,
+    Store,
+    Transition,
+    WorkflowChange,
+    WorkflowRecord,
+    new_workflow_id,
+)
+from ccd.errors import CcdError, NotFound
+from ccd.executors.base import Executor, Handle
 from ccd.memory import gc_paused
 from ccd.models import (
     IN_FLIGHT,
@@ -44,20 +57,7 @@ from ccd.models import (
     failure_class,
     workflow_state,
 )
-from ccd.progress import LogTail
-from ccd.runstate import JobEvent, JobRun, Limits, WorkflowRun
 from ccd.spec import JobSpec, WorkflowSpec
-from ccd.store import (
-    AttemptRecord,
-    JobNote,
-    JobRecord,
-    ProgressUpdate,
-    Store,
-    Transition,
-    WorkflowChange,
-    WorkflowRecord,
-    new_workflow_id,
-)
 
 log = structlog.get_logger("ccd.scheduler")
 

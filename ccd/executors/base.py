@@ -20,8 +20,8 @@ from typing import Any, Protocol
 # The attempt files' names live with the shepherd, which runs without the ccd package.
 from ccd.executors.shepherd import LOG_NAME as LOG_NAME
 from ccd.executors.shepherd import STATUS_NAME as STATUS_NAME
-from ccd.hosts import Resources
 from ccd.models import ExitStatus
+from ccd.spec.hosts import Resources
 
 WRAPPER_NAME = "wrapper.sh"
 # Exit codes above 128 up to this are read as "killed by signal code-128" (the sh convention).

@@ -37,7 +37,7 @@ from ccd.executors.base import (
 )
 from ccd.executors.shepherd_link import ShepherdLink
 from ccd.models import ExitStatus
-from ccd.specbase import HostSpec
+from ccd.spec.checks import HostSpec
 
 READ_LOG_MAX_BYTES = 1 << 20
 _ALWAYS_OK = HostHealth()

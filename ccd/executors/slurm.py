@@ -34,8 +34,8 @@ from typing import Any
 
 import structlog
 
-from ccd import slurm_parse as sp
 from ccd.errors import ExecutorError
+from ccd.executors import slurm_parse as sp
 from ccd.executors.base import (
     LOG_NAME,
     STATUS_NAME,
@@ -52,14 +52,14 @@ from ccd.executors.base import (
     wrapper_text,
 )
 from ccd.executors.local import LocalShell
+from ccd.executors.slurm_parse import BATCH_NAME, cluster_run_dir, job_tag, render_batch
 from ccd.executors.ssh_remote import check_outputs
 from ccd.executors.ssh_watch import TokenBucket
-from ccd.hosts import Resources, SlurmOptions
 from ccd.models import ExitStatus
-from ccd.slurm_parse import BATCH_NAME, cluster_run_dir, job_tag, render_batch
-from ccd.specbase import HostSpec
+from ccd.spec.checks import HostSpec
+from ccd.spec.hosts import Resources, SlurmOptions
 
-# render_batch and friends live with the other pure Slurm text in ccd.slurm_parse.
+# render_batch and friends live with the other pure Slurm text in ccd.executors.slurm_parse.
 __all__ = ["SlurmExecutor", "check_limits", "cluster_run_dir", "job_tag", "render_batch"]
 
 log = structlog.get_logger("ccd.slurm")

@@ -16,8 +16,8 @@ from typing import TypeVar
 
 from ccd.errors import ExecutorError
 from ccd.executors.base import WRAPPER_NAME, Handle, Launch, StatusRecord, wrapper_exit
-from ccd.hosts import Resources, SlurmOptions, format_walltime
 from ccd.models import ExitStatus
+from ccd.spec.hosts import Resources, SlurmOptions, format_walltime
 
 SBATCH = ("sbatch", "--parsable")
 BATCH_NAME = "job.sbatch"

@@ -72,9 +72,9 @@ from ccd.executors.ssh_remote import (
     script_bytes,
 )
 from ccd.executors.ssh_watch import Batcher, Disconnected, Poller, TokenBucket
-from ccd.hosts import SshOptions
 from ccd.models import ExitStatus
-from ccd.specbase import HostSpec
+from ccd.spec.checks import HostSpec
+from ccd.spec.hosts import SshOptions
 
 log = structlog.get_logger("ccd.executors.ssh")
 

@@ -24,7 +24,7 @@ from ccd.executors.base import (
     StatusRecord,
     parse_status,
 )
-from ccd.specbase import valid_name
+from ccd.spec.checks import valid_name
 
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _HEADER_RE = re.compile(r"(?:^|\n)==> (.*?) <==\n")

@@ -26,9 +26,9 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 import ccd
 from ccd.engine import Engine
+from ccd.engine.runs import JobEvent
+from ccd.engine.scheduler import Conflict
 from ccd.errors import CcdError, NotFound, SpecError
-from ccd.runstate import JobEvent
-from ccd.scheduler import Conflict
 
 log = structlog.get_logger("ccd.api")
 

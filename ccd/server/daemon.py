@@ -26,13 +26,14 @@ import structlog
 import uvicorn
 from fastapi import FastAPI
 
-from ccd import config as config_mod
-from ccd import logs, paths, sdnotify
-from ccd.api import PeerCheckedH11Protocol, create_app
-from ccd.config import Config, ConfigError
+from ccd import logs, paths
 from ccd.engine import Engine
+from ccd.engine.runs import Limits
 from ccd.errors import CcdError
-from ccd.runstate import Limits
+from ccd.server import config as config_mod
+from ccd.server import sdnotify
+from ccd.server.api import PeerCheckedH11Protocol, create_app
+from ccd.server.config import Config, ConfigError
 
 log = structlog.get_logger("ccd.daemon")
 

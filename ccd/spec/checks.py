@@ -1,6 +1,6 @@
 """What both workflow formats share: the `WorkflowSpec` dataclasses, the naming rule, the
-checks common to `ccd.spec` (ccd's format) and `ccd.cloudmesh` (cloudmesh-cc's), and the
-readers of the fields that turn a workflow file's values into `ccd.hosts` settings.
+checks common to `ccd.spec` (ccd's format) and `ccd.spec.cloudmesh` (cloudmesh-cc's), and the
+readers of the fields that turn a workflow file's values into `ccd.spec.hosts` settings.
 
 Import these from `ccd.spec`, which re-exports the public ones; this module exists so that
 both format readers can use them without importing each other.
@@ -15,8 +15,8 @@ from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Literal
 
-from ccd import dag
-from ccd.hosts import (
+from ccd.spec import dag
+from ccd.spec.hosts import (
     FAILURE_CLASSES,
     RESOURCE_FIELDS,
     Resources,
@@ -24,7 +24,7 @@ from ccd.hosts import (
     SshOptions,
     split_problem,
 )
-from ccd.yamltree import (
+from ccd.spec.yamltree import (
     Bad,
     Ctx,
     Map,
@@ -265,7 +265,7 @@ def script_field(
     return found[0], None, found[1]
 
 
-# --- host options and job fields (ccd.hosts settings) ------------------------------------------
+# --- host options and job fields (ccd.spec.hosts settings) --------------------------------------
 
 
 def host_options(
@@ -305,7 +305,7 @@ def read_resources(reader: Reader, node: Node) -> Resources | None:
 def report(
     reader: Reader, problems: list[str], fields: Mapping[str, Node], line: int, prefix: str = ""
 ) -> None:
-    """Problems from `ccd.hosts`, each at the line of the field it names (else ``line``)."""
+    """Problems from `ccd.spec.hosts`, each at the line of the field it names (else ``line``)."""
     for problem in problems:
         path, message = split_problem(problem)
         if path is not None and prefix:

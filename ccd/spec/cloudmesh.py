@@ -1,6 +1,6 @@
 """cloudmesh-cc's workflow format (``workflow: {nodes, dependencies}``) -> `WorkflowSpec`.
 
-Called by `ccd.spec.parse` on a tree from `ccd.yamltree`, which has found no ``jobs:``
+Called by `ccd.spec.parse` on a tree from `ccd.spec.yamltree`, which has found no ``jobs:``
 (ccd's own format) but a ``workflow:``. Jobs run on the local host, except ``kind: ssh``
 nodes: they run on an ssh host named by their ``host`` field, logged in as their ``user``
 (as cloudmesh-cc's ``ssh user@host``), with every other ssh setting at its default
@@ -13,8 +13,7 @@ import itertools
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from ccd.hosts import SshOptions
-from ccd.specbase import (
+from ccd.spec.checks import (
     LOCAL_HOST,
     SUFFIX_KINDS,
     HostSpec,
@@ -29,7 +28,8 @@ from ccd.specbase import (
     script_field,
     valid_name,
 )
-from ccd.yamltree import (
+from ccd.spec.hosts import SshOptions
+from ccd.spec.yamltree import (
     Ctx,
     Map,
     Node,

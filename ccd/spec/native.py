@@ -1,12 +1,12 @@
 """Workflow files -> validated, immutable `WorkflowSpec`.
 
 Two formats: ccd's own (``jobs:``, read here) and cloudmesh-cc's (``workflow: {nodes,
-dependencies}``, read by `ccd.cloudmesh`). Pure apart from reading the file and checking that
+dependencies}``, read by `ccd.spec.cloudmesh`). Pure apart from reading the file and checking that
 referenced scripts exist.
 
 Every problem found is collected and raised together in one `SpecError`, each located by
-line: the YAML is read into a tree that keeps lines (`ccd.yamltree`). The dataclasses and
-naming rules live in `ccd.specbase`, shared by both formats; import them from here.
+line: the YAML is read into a tree that keeps lines (`ccd.spec.yamltree`). The dataclasses and
+naming rules live in `ccd.spec.checks`, shared by both formats; import them from here.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from ccd import cloudmesh
 from ccd.errors import Problem, SpecError
-from ccd.hosts import FAILURE_CLASSES, Resources, SlurmOptions
-from ccd.specbase import (
+from ccd.spec import cloudmesh
+from ccd.spec.checks import (
     BUILTIN_LOCAL,
     HOST_TYPES,
     LOCAL_HOST,
@@ -43,7 +42,8 @@ from ccd.specbase import (
     script_field,
     valid_name,
 )
-from ccd.yamltree import (
+from ccd.spec.hosts import FAILURE_CLASSES, Resources, SlurmOptions
+from ccd.spec.yamltree import (
     Ctx,
     Map,
     Node,

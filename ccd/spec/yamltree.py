@@ -1,6 +1,6 @@
 """YAML text -> a light tree of our own with line numbers, and checks of its values.
 
-Nothing here knows about workflows: `ccd.spec` and `ccd.cloudmesh` read their formats from
+Nothing here knows about workflows: `ccd.spec` and `ccd.spec.cloudmesh` read their formats from
 this tree. Problems are collected in a `Ctx` rather than raised, so that one pass reports
 them all, each at its line.
 

@@ -27,7 +27,7 @@ from typing import IO, Any, NoReturn
 
 import pytest
 
-from ccd.hosts import SshOptions
+from ccd.spec.hosts import SshOptions
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "scripts" / "infra"

@@ -9,9 +9,9 @@ import textwrap
 from pathlib import Path
 
 from ccd.engine import Engine
-from ccd.hosts import Resources, SlurmOptions
-from ccd.runstate import Limits
+from ccd.engine.runs import Limits
 from ccd.spec import HostSpec, JobSpec, WorkflowSpec
+from ccd.spec.hosts import Resources, SlurmOptions
 from tests.conftest import run_spec
 from tests.integration import slurm_fixture
 from tests.integration.conftest import Sshd

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ccd.engine import Engine
-from ccd.scheduler import Limits
+from ccd.engine.scheduler import Limits
 from tests.conftest import FAST, load_text, run_spec
 
 

@@ -20,14 +20,14 @@ from pathlib import Path
 import pytest
 
 from ccd.engine import Engine
+from ccd.engine.runs import JobEvent
 from ccd.executors.base import STATUS_NAME, Handle, Launch, parse_status
 from ccd.executors.local import LocalShell
 from ccd.executors.slurm import SlurmExecutor, check_limits, job_tag, render_batch
 from ccd.executors.ssh import SshExecutor
-from ccd.hosts import Resources, SlurmOptions
 from ccd.models import ExitStatus
-from ccd.runstate import JobEvent
 from ccd.spec import HostSpec, JobSpec, WorkflowSpec
+from ccd.spec.hosts import Resources, SlurmOptions
 from tests.conftest import FAST
 from tests.integration import slurm_fixture
 from tests.integration.conftest import Sshd

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from ccd.engine import Engine
+from ccd.engine.scheduler import Limits
 from ccd.executors.base import HostHealth, Launch, parse_status
 from ccd.executors.ssh import SshConnection, SshExecutor
 from ccd.executors.ssh_remote import (
@@ -34,7 +35,6 @@ from ccd.executors.ssh_remote import (
     rel_run_dir,
     resolve_root,
 )
-from ccd.scheduler import Limits
 from ccd.spec import HostSpec, JobSpec, WorkflowSpec
 from cli import render
 from tests.conftest import FAST

@@ -8,9 +8,7 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from ccd.errors import NotFound, StoreError
-from ccd.models import JobState, WorkflowState
-from ccd.store import (
+from ccd.engine.store import (
     SCHEMA_VERSION,
     AttemptRecord,
     Batch,
@@ -21,6 +19,8 @@ from ccd.store import (
     WorkflowChange,
     WorkflowRecord,
 )
+from ccd.errors import NotFound, StoreError
+from ccd.models import JobState, WorkflowState
 
 
 def _wf(wid: str = "w1", request_id: str | None = None) -> WorkflowRecord:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ccd.attempts import Attempt, AttemptRunner
+from ccd.engine.attempts import Attempt, AttemptRunner
 from ccd.errors import ExecutorError
 from ccd.executors.base import Executor, Handle, Launch
 from ccd.models import ExitStatus

@@ -11,10 +11,10 @@ from typing import cast
 
 import pytest
 
-from ccd import commit
-from ccd.commit import Committer
+from ccd.engine import commit
+from ccd.engine.commit import Committer
+from ccd.engine.store import Batch, Store, Transition
 from ccd.models import JobState
-from ccd.store import Batch, Store, Transition
 
 
 class FailingStore:

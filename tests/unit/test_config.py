@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from ccd import config
-from ccd.config import Config, ConfigError, LimitsConfig
-from ccd.hosts import Resources, SlurmOptions, SshOptions
+from ccd.server import config
+from ccd.server.config import Config, ConfigError, LimitsConfig
 from ccd.spec import HostSpec
+from ccd.spec.hosts import Resources, SlurmOptions, SshOptions
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "ccd.yaml"
 LOCAL = HostSpec("local", "local", None)
@@ -342,7 +342,7 @@ def test_config_error_is_a_ccd_error() -> None:
     assert issubclass(ConfigError, CcdError)
 
 
-# -- known bugs in ccd/config.py (strict: each turns into a failure once fixed) -----------
+# -- known bugs in ccd/server/config.py (strict: each turns into a failure once fixed) ----
 
 
 def test_yaml_syntax_error_is_one_line_with_file_and_line(tmp_path: Path) -> None:

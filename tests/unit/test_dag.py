@@ -1,4 +1,4 @@
-"""ccd.dag: cycle finding, the networkx view, DOT text and rendering."""
+"""ccd.spec.dag: cycle finding, the networkx view, DOT text and rendering."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ from types import MappingProxyType
 
 import pytest
 
-from ccd import dag
 from ccd.errors import CcdError
 from ccd.models import JobState
-from ccd.spec import LOCAL_HOST, HostSpec, JobSpec, WorkflowSpec
+from ccd.spec import LOCAL_HOST, HostSpec, JobSpec, WorkflowSpec, dag
 
 needs_graphviz = pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz not installed")
 

@@ -1,4 +1,4 @@
-"""ccd.hosts: sizes, walltimes, batch resources and the ssh/slurm host options, as pure values."""
+"""ccd.spec.hosts: sizes, walltimes, batch resources and the ssh/slurm host options, as values."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ccd.hosts import (
+from ccd.spec.hosts import (
     RESOURCE_FIELDS,
     Resources,
     SlurmOptions,

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from ccd.engine.launch import argv, job_spec, launch_for, new_job
+from ccd.engine.store import JobRecord
 from ccd.executors.local import plain_words
-from ccd.hosts import Resources
-from ccd.jobs import argv, job_spec, launch_for, new_job
 from ccd.models import JobState
 from ccd.spec import JobSpec
-from ccd.store import JobRecord
+from ccd.spec.hosts import Resources
 
 
 def test_on_retry_escalates_each_retry() -> None:

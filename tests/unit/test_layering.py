@@ -12,8 +12,8 @@ SOURCES = sorted([*REPO.glob("ccd/**/*.py"), *REPO.glob("cli/**/*.py")])
 
 # library -> the only modules allowed to import it
 OWNERS = {
-    "aiosqlite": {"ccd/store.py"},
-    "networkx": {"ccd/dag.py"},
+    "aiosqlite": {"ccd/engine/store.py"},
+    "networkx": {"ccd/spec/dag.py"},
     "asyncssh": {"ccd/executors/ssh.py"},
     "cryptography": {"ccd/executors/ssh.py"},  # only to silence asyncssh's import warnings
     "click": {"cli/"},  # a trailing "/" allows a whole package
@@ -22,8 +22,8 @@ OWNERS = {
 }
 # module -> ccd modules it must never import (directly)
 FORBIDDEN = {
-    "ccd/scheduler.py": {"ccd.executors.local", "ccd.executors.ssh", "ccd.executors.slurm"},
-    "ccd/models.py": {"ccd.store", "ccd.scheduler", "ccd.spec"},
+    "ccd/engine/scheduler.py": {"ccd.executors.local", "ccd.executors.ssh", "ccd.executors.slurm"},
+    "ccd/models.py": {"ccd.engine.store", "ccd.engine.scheduler", "ccd.spec"},
     "ccd/errors.py": {"ccd"},
 }
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from ccd.engine.progress import LogTail, parse
 from ccd.models import Progress
-from ccd.progress import LogTail, parse
 
 
 @pytest.mark.parametrize(

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from ccd import slurm_parse as sp
 from ccd.errors import ExecutorError
+from ccd.executors import slurm_parse as sp
 from ccd.executors.base import CommandResult, Launch, StatusRecord, parse_status
 from ccd.executors.slurm import SlurmExecutor, cluster_run_dir, job_tag, render_batch
-from ccd.hosts import Resources, SlurmOptions
 from ccd.models import ExitStatus
+from ccd.spec.hosts import Resources, SlurmOptions
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "slurm"
 

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from ccd.errors import Problem, SpecError
-from ccd.hosts import FAILURE_CLASSES, Resources, SlurmOptions, SshOptions
 from ccd.spec import LOCAL_HOST, HostSpec, WorkflowSpec, expand_names, load, parse, valid_name
+from ccd.spec.hosts import FAILURE_CLASSES, Resources, SlurmOptions, SshOptions
 
 DATA = Path(__file__).parent.parent / "data" / "cloudmesh"
 EXAMPLES = Path(__file__).parent.parent.parent / "configs" / "examples"
@@ -879,7 +879,8 @@ def test_pure_python_yaml_gives_the_same_result(
 ) -> None:
     text = "jobs:\n  a: &t {run: x, retries: 1}\n  b: {<<: *t, needs: a}\n  b: {run: y}\n"
     fast = problems_of(tmp_path, text)
-    monkeypatch.setattr("ccd.yamltree._Loader", yaml.SafeLoader)  # PyYAML built without libyaml
+    # as with a PyYAML built without libyaml
+    monkeypatch.setattr("ccd.spec.yamltree._Loader", yaml.SafeLoader)
     assert problems_of(tmp_path, text) == fast
     assert load(DATA / "abc" / "workflow-a-b.yaml").edges() == [("a", "b"), ("b", "c")]
     assert only(problems_of(tmp_path, "jobs:\n  a: {run: x\n")).line == 3
