@@ -62,7 +62,8 @@ from ccd.engine.launch import launch_for  # noqa: E402
 from ccd.engine.scheduler import Limits  # noqa: E402
 from ccd.engine.store import PRAGMAS, AttemptRecord, Batch, Transition, commit_batch  # noqa: E402
 from ccd.executors import shepherd  # noqa: E402
-from ccd.executors.local import proc_stat_fields, spawn_request  # noqa: E402
+from ccd.executors.local import spawn_request  # noqa: E402
+from ccd.executors.procfs import proc_stat_fields  # noqa: E402
 from ccd.executors.shepherd_link import start_shepherd  # noqa: E402
 from ccd.models import JobState  # noqa: E402
 from ccd.spec import LOCAL_HOST, HostSpec, JobSpec, WorkflowSpec  # noqa: E402

@@ -41,7 +41,7 @@ from pathlib import Path
 import structlog
 
 from ccd.executors.base import Launch
-from ccd.executors.local import LocalShell
+from ccd.executors.shell import LocalShell
 from ccd.executors.slurm import SlurmExecutor
 from ccd.executors.slurm_parse import JobRow, parse_sdiag_rpcs
 from ccd.spec.hosts import Resources, SlurmOptions

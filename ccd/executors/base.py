@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import functools
 import importlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 # The attempt files' names live with the shepherd, which runs without the ccd package.
@@ -148,6 +148,20 @@ def wrapper_exit(
     return ExitStatus(code, signum, reason, ended_at)
 
 
+def exit_status(record: StatusRecord) -> ExitStatus:
+    """How an attempt ended, from its status record: its exit code, or, without an exit
+    record (the process that should have written it died), ``code=None, reason="lost"``."""
+    if record.exit_code is not None:
+        return wrapper_exit(record.exit_code, ended_at=record.ended_at)
+    return ExitStatus(code=None, reason="lost")
+
+
+def check_outputs(patterns: Iterable[str]) -> list[str]:
+    """Output globs must stay inside the run dir."""
+    bad = [p for p in patterns if p.startswith("/") or ".." in PurePosixPath(p).parts or not p]
+    return [f"output pattern {p!r} must be relative and stay in the run dir" for p in bad]
+
+
 @dataclass(frozen=True, slots=True)
 class HostHealth:
     """Whether a host takes work now, and why not. ``state`` is one of "ok", "connecting",
@@ -155,32 +169,6 @@ class HostHealth:
 
     state: str = "ok"
     reason: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CommandResult:
-    returncode: int
-    stdout: bytes
-    stderr: bytes
-
-
-class Shell(Protocol):
-    """Runs short commands and moves small files on one machine: this one, or one reached
-    over SSH. The Slurm backend runs ``sbatch``/``squeue`` through one of these."""
-
-    async def run(
-        self, argv: Sequence[str], *, stdin: bytes | None = None, timeout_s: float | None = None
-    ) -> CommandResult:
-        """Run ``argv`` (no shell: arguments are passed as they are) and collect output."""
-        ...
-
-    async def write_files(self, files: Mapping[str, bytes], *, mode: int = 0o644) -> None:
-        """Create each file (absolute path -> content), creating parent directories."""
-        ...
-
-    async def read_file(self, path: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
-        """Bytes of ``path`` from ``offset`` (empty if the file does not exist)."""
-        ...
 
 
 # The scheduler's ears on an executor: (handle, "pending" or "running", reason) as a

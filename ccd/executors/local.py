@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 import re
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,19 +23,21 @@ from ccd.errors import ExecutorError
 from ccd.executors.base import (
     LOG_NAME,
     STATUS_NAME,
-    CommandResult,
     Handle,
     HealthListener,
     HostHealth,
     Launch,
     StateListener,
     StatusRecord,
+    exit_status,
     parse_status,
     wrapper_exit,
 )
+from ccd.executors.procfs import local_boot_time, same_process
+from ccd.executors.shell import read_bytes
 from ccd.executors.shepherd_link import ShepherdLink
 from ccd.models import ExitStatus
-from ccd.spec.checks import HostSpec
+from ccd.spec.model import HostSpec
 
 READ_LOG_MAX_BYTES = 1 << 20
 _ALWAYS_OK = HostHealth()
@@ -45,84 +45,6 @@ _ALWAYS_OK = HostHealth()
 # attempt and the write of its start record, microseconds apart; wait this long before
 # calling it lost.
 STARTING_GRACE_S = 1.0
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-# Float rounding in epoch seconds, far below the 1/100 s steps of the clocks compared.
-_CLOCK_SLACK_S = 0.001
-
-
-@functools.cache
-def local_boot_time() -> float | None:
-    """Epoch seconds at which this machine booted: what the wrapper's ``uptime=`` counts from.
-
-    This is the quantity ``/proc/stat`` reports as ``btime``, computed here from the clock and
-    ``/proc/uptime`` because ``btime`` is truncated to whole seconds, which would put a job's
-    start up to a second before the moment the daemon launched it."""
-    try:
-        with open("/proc/uptime", "rb") as f:
-            uptime = float(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return _btime()
-    return time.time() - uptime
-
-
-def _btime() -> float | None:
-    try:
-        with open("/proc/stat", "rb") as f:
-            for line in f:
-                if line.startswith(b"btime "):
-                    return float(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def proc_stat_fields(pid: int) -> list[bytes] | None:
-    """Fields 3 onwards (state, ppid, ...) of ``/proc/PID/stat``, so field N is at index N-3;
-    None if there is no such process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    # Field 2 (comm) may contain spaces and parentheses: count from after its last ")".
-    return data[data.rfind(b")") + 2 :].split()
-
-
-def proc_start_ticks(pid: int) -> int | None:
-    """Field 22 (starttime) of ``/proc/PID/stat``, or None if there is no such process."""
-    fields = proc_stat_fields(pid)
-    try:
-        return int(fields[19]) if fields is not None else None
-    except (IndexError, ValueError):
-        return None
-
-
-def same_process(pid: int, record: StatusRecord) -> bool:
-    """Whether ``pid`` is still the wrapper that wrote ``record``, not a later process that
-    reuses its pid.
-
-    With ``ticks`` recorded, the process start times must match exactly. Without, the
-    process must have started no later than the wrapper's recorded start: the wrapper was
-    alive then, so any other holder of its pid started after it died. (Both clocks count
-    from boot in 1/100 s steps; a false match would need the pid space to wrap within one.)
-    """
-    ticks = proc_start_ticks(pid)
-    if ticks is None:
-        return False
-    if record.start_ticks is not None:
-        return ticks == record.start_ticks
-    boot_time = local_boot_time()
-    if record.started_at is None or boot_time is None:
-        return False
-    return boot_time + ticks / _CLK_TCK <= record.started_at + _CLOCK_SLACK_S
-
-
-def exit_status(record: StatusRecord) -> ExitStatus:
-    """How an attempt ended, from its status record: its exit code, or, without an exit
-    record (the process that should have written it died), ``code=None, reason="lost"``."""
-    if record.exit_code is not None:
-        return wrapper_exit(record.exit_code, ended_at=record.ended_at)
-    return ExitStatus(code=None, reason="lost")
 
 
 @dataclass(slots=True)
@@ -223,7 +145,7 @@ class LocalExecutor:
         if final_size is not None and offset >= final_size:
             del self._final_log_sizes[key]  # read to its end: no reader asks again
             return b""
-        return _read_bytes(handle.run_dir / LOG_NAME, offset, READ_LOG_MAX_BYTES)
+        return read_bytes(handle.run_dir / LOG_NAME, offset, READ_LOG_MAX_BYTES)
 
     async def reattach(self, launch: Launch) -> Handle | None:
         run_dir = launch.run_dir.absolute()
@@ -425,15 +347,6 @@ def plain_words(command: str) -> list[str] | None:
     return words
 
 
-def _read_bytes(path: Path, offset: int, limit: int) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            return f.read(limit)
-    except FileNotFoundError:
-        return b""
-
-
 def _read_text(path: Path) -> str | None:
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
@@ -487,43 +400,3 @@ def _open_verified_pidfd(pid: int, record: StatusRecord) -> int | None:
         os.close(pidfd)
         return None
     return pidfd
-
-
-class LocalShell:
-    """The `Shell` of this machine: subprocesses and plain files."""
-
-    async def run(
-        self, argv: Sequence[str], *, stdin: bytes | None = None, timeout_s: float | None = None
-    ) -> CommandResult:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(stdin), timeout_s)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise
-        assert proc.returncode is not None
-        return CommandResult(proc.returncode, out, err)
-
-    async def write_files(self, files: Mapping[str, bytes], *, mode: int = 0o644) -> None:
-        await asyncio.to_thread(_write_files, files, mode)
-
-    async def read_file(self, path: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
-        return _read_bytes(_expand(path), offset, limit)
-
-
-def _expand(path: str) -> Path:
-    return Path(path).expanduser()
-
-
-def _write_files(files: Mapping[str, bytes], mode: int) -> None:
-    for name, data in files.items():
-        path = _expand(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        path.chmod(mode)

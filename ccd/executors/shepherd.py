@@ -243,7 +243,7 @@ class Shepherd:
                 return {"op": "started", "key": key, "pid": None}, failure.code
             # No ticks= (reading /proc/PID/stat while the job execs costs more than the
             # rest of a start): the job is ours until we reap it, and after a crash its
-            # identity is checked against this uptime stamp (see local.same_process).
+            # identity is checked against this uptime stamp (see procfs.same_process).
             status.write(f"start pid={pid} host={self._host} uptime={uptime_s():.2f}\n".encode())
             pidfd = _pidfd_or_kill(pid)
             if pidfd is None:

@@ -40,24 +40,22 @@ from ccd.executors.base import (
     LOG_NAME,
     STATUS_NAME,
     WRAPPER_NAME,
-    CommandResult,
     Handle,
     HealthListener,
     HostHealth,
     Launch,
-    Shell,
     StateListener,
     StatusRecord,
+    check_outputs,
     parse_status,
     wrapper_text,
 )
-from ccd.executors.local import LocalShell
+from ccd.executors.batching import TokenBucket
+from ccd.executors.shell import CommandResult, LocalShell, Shell
 from ccd.executors.slurm_parse import BATCH_NAME, cluster_run_dir, job_tag, render_batch
-from ccd.executors.ssh_remote import check_outputs
-from ccd.executors.ssh_watch import TokenBucket
 from ccd.models import ExitStatus
-from ccd.spec.checks import HostSpec
 from ccd.spec.hosts import Resources, SlurmOptions
+from ccd.spec.model import HostSpec
 
 # render_batch and friends live with the other pure Slurm text in ccd.executors.slurm_parse.
 __all__ = ["SlurmExecutor", "check_limits", "cluster_run_dir", "job_tag", "render_batch"]

@@ -42,23 +42,24 @@ from ccd.errors import ExecutorError
 from ccd.executors.base import (
     LOG_NAME,
     STATUS_NAME,
-    CommandResult,
     Handle,
     HealthListener,
     HostHealth,
     Launch,
     StateListener,
+    check_outputs,
+    exit_status,
     parse_status,
     wrapper_text,
 )
-from ccd.executors.local import exit_status
+from ccd.executors.batching import Batcher, TokenBucket
+from ccd.executors.shell import CommandResult
 from ccd.executors.ssh_remote import (
     Launched,
     PollItem,
     PollResult,
     RemoteLaunch,
     ccd_env,
-    check_outputs,
     claim_script,
     job_env,
     kill_script,
@@ -71,10 +72,10 @@ from ccd.executors.ssh_remote import (
     resolve_root,
     script_bytes,
 )
-from ccd.executors.ssh_watch import Batcher, Disconnected, Poller, TokenBucket
+from ccd.executors.ssh_watch import Disconnected, Poller
 from ccd.models import ExitStatus
-from ccd.spec.checks import HostSpec
 from ccd.spec.hosts import SshOptions
+from ccd.spec.model import HostSpec
 
 log = structlog.get_logger("ccd.executors.ssh")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -24,7 +24,7 @@ from ccd.executors.base import (
     StatusRecord,
     parse_status,
 )
-from ccd.spec.checks import valid_name
+from ccd.spec.model import valid_name
 
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _HEADER_RE = re.compile(r"(?:^|\n)==> (.*?) <==\n")
@@ -96,12 +96,6 @@ def resolve_root(root: str, home: str) -> str:
     elif not root.startswith("/"):
         root = f"{home.rstrip('/')}/{root}"
     return str(PurePosixPath(root))
-
-
-def check_outputs(patterns: Iterable[str]) -> list[str]:
-    """Output globs must stay inside the run dir."""
-    bad = [p for p in patterns if p.startswith("/") or ".." in PurePosixPath(p).parts or not p]
-    return [f"output pattern {p!r} must be relative and stay in the run dir" for p in bad]
 
 
 def job_env(env: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:

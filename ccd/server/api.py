@@ -9,10 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
-import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +20,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 import ccd
 from ccd.engine import Engine
 from ccd.engine.runs import JobEvent
 from ccd.engine.scheduler import Conflict
 from ccd.errors import CcdError, NotFound, SpecError
+from ccd.server.guards import BodyLimit
 
 log = structlog.get_logger("ccd.api")
 
@@ -63,7 +61,7 @@ def create_app(engine: Engine, *, started_at: float, max_request_bytes: int) -> 
     streams = _EventStreams(engine)
     app.state.streams = streams
     _add_error_handlers(app)
-    app.add_middleware(_BodyLimit, max_bytes=max_request_bytes)
+    app.add_middleware(BodyLimit, max_bytes=max_request_bytes)
     _add_read_routes(app, engine, started_at)
     _add_control_routes(app, engine)
 
@@ -253,87 +251,3 @@ class _EventStreams:
 
 def _sse(payload: dict[str, Any]) -> str:
     return f"data: {json.dumps(payload)}\n\n"
-
-
-# -- transport guards ------------------------------------------------------------------------
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
-
-class _BodyLimit:
-    """Refuse request bodies over ``max_bytes`` with 413. The body is read here, before the
-    app sees it (the app would turn any error while reading into a 400)."""
-
-    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], max_bytes: int):
-        self._app = app
-        self._max = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
-            await self._app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self._max:
-            await _too_large(send, self._max)
-            return
-        body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                return
-            body += message.get("body", b"")
-            if len(body) > self._max:
-                await _too_large(send, self._max)
-                return
-            if not message.get("more_body", False):
-                break
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()  # a disconnect, eventually
-            replayed = True
-            return {"type": "http.request", "body": bytes(body), "more_body": False}
-
-        await self._app(scope, replay, send)
-
-
-async def _too_large(send: Send, limit: int) -> None:
-    body = json.dumps({"error": f"request body over {limit} bytes"}).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json")]})  # fmt: skip
-    await send({"type": "http.response.body", "body": body})
-
-
-class PeerCheckedH11Protocol(H11Protocol):
-    """uvicorn's HTTP protocol, refusing every Unix-socket peer whose uid is not ours
-    (SO_PEERCRED: the kernel's word, not the client's). The refusal is an HTTP 403 sent
-    once the request arrives, so the client reads an answer rather than a broken pipe."""
-
-    refused = False
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        sock = transport.get_extra_info("socket")
-        if sock is None or sock.family != socket.AF_UNIX:
-            return
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        pid, uid, _ = struct.unpack("3i", creds)
-        if uid != os.getuid():
-            log.warning("peer_refused", peer_pid=pid, peer_uid=uid)
-            self.refused = True
-
-    def data_received(self, data: bytes) -> None:
-        if not self.refused:
-            super().data_received(data)
-            return
-        body = b'{"error": "forbidden: the ccd socket serves only its own user"}'
-        self.transport.write(
-            b"HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\n"
-            b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
-        )
-        self.transport.close()

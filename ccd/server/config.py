@@ -20,9 +20,9 @@ from ccd.errors import CcdError
 from ccd.paths import SOCKET_NAME as SOCKET_NAME
 from ccd.paths import default_socket as default_socket
 from ccd.spec import LOCAL_HOST, HostSpec, valid_name
-from ccd.spec.checks import HOST_TYPES as HOST_TYPES  # ("local", "ssh", "slurm")
-from ccd.spec.checks import OPTION_FIELDS
 from ccd.spec.hosts import RESOURCE_FIELDS, SlurmOptions, SshOptions, split_problem
+from ccd.spec.model import HOST_TYPES as HOST_TYPES  # ("local", "ssh", "slurm")
+from ccd.spec.model import OPTION_FIELDS
 
 
 class ConfigError(CcdError):

@@ -32,8 +32,9 @@ from ccd.engine.runs import Limits
 from ccd.errors import CcdError
 from ccd.server import config as config_mod
 from ccd.server import sdnotify
-from ccd.server.api import PeerCheckedH11Protocol, create_app
+from ccd.server.api import create_app
 from ccd.server.config import Config, ConfigError
+from ccd.server.guards import PeerCheckedH11Protocol
 
 log = structlog.get_logger("ccd.daemon")
 

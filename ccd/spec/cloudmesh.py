@@ -14,21 +14,16 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from ccd.spec.checks import (
-    LOCAL_HOST,
     SUFFIX_KINDS,
-    HostSpec,
-    JobSpec,
-    ScriptKind,
-    WorkflowSpec,
     check_graph,
     check_name,
     default_name,
     expand_names,
     make_spec,
     script_field,
-    valid_name,
 )
 from ccd.spec.hosts import SshOptions
+from ccd.spec.model import LOCAL_HOST, HostSpec, JobSpec, ScriptKind, WorkflowSpec, valid_name
 from ccd.spec.yamltree import (
     Ctx,
     Map,

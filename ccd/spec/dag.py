@@ -1,6 +1,6 @@
 """The workflow graph: cycle check, the networkx view, and graphviz pictures coloured by state.
 
-The only module that imports networkx, and it does so lazily: `ccd.spec` needs
+The only module that imports networkx, and it does so lazily: `ccd.spec.checks` needs
 `find_cycle` on every load, and importing networkx costs ~0.4 s that a `ccctl` command
 should not pay.
 """
@@ -10,24 +10,11 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from ccd.errors import CcdError
 from ccd.models import JobState
-
-
-class SpecView(Protocol):
-    """What this module reads of a `ccd.spec.WorkflowSpec`. A protocol rather than an
-    import because `ccd.spec` imports this module (for `find_cycle`)."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def jobs(self) -> Mapping[str, Any]: ...
-
-    def edges(self) -> list[tuple[str, str]]: ...
-
+from ccd.spec.model import WorkflowSpec
 
 # cloudmesh-cc's status colours, so its users recognise the picture.
 STATE_COLORS: Mapping[JobState, str] = {
@@ -43,7 +30,7 @@ STATE_COLORS: Mapping[JobState, str] = {
 _RENDER_FORMATS = ("svg", "png", "pdf")
 
 
-def build(spec: SpecView) -> Any:
+def build(spec: WorkflowSpec) -> Any:
     """A `networkx.DiGraph` of the workflow: one node per job (attribute ``job``: its
     `JobSpec`), edges parent -> child, graph attribute ``name``."""
     import networkx as nx  # lazy: see the module docstring
@@ -120,7 +107,7 @@ def _quote(text: str) -> str:
 
 
 def to_dot(
-    spec: SpecView,
+    spec: WorkflowSpec,
     states: Mapping[str, JobState] | None = None,
     progress: Mapping[str, int] | None = None,
 ) -> str:

@@ -1,12 +1,8 @@
-"""Workflow files -> validated, immutable `WorkflowSpec`.
+"""The reader of ccd's own workflow format: a mapping with ``name:``, ``defaults:``,
+``hosts:`` and ``jobs:``, each job a ``run:`` command or a ``script:`` with its settings.
 
-Two formats: ccd's own (``jobs:``, read here) and cloudmesh-cc's (``workflow: {nodes,
-dependencies}``, read by `ccd.spec.cloudmesh`). Pure apart from reading the file and checking that
-referenced scripts exist.
-
-Every problem found is collected and raised together in one `SpecError`, each located by
-line: the YAML is read into a tree that keeps lines (`ccd.spec.yamltree`). The dataclasses and
-naming rules live in `ccd.spec.checks`, shared by both formats; import them from here.
+Called by `ccd.spec.parse` on a tree from `ccd.spec.yamltree`; problems go to its `Ctx`, each
+with its line, and the caller raises them together.
 """
 
 from __future__ import annotations
@@ -17,9 +13,21 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from ccd.errors import Problem, SpecError
-from ccd.spec import cloudmesh
 from ccd.spec.checks import (
+    as_inputs,
+    as_on_retry,
+    as_outputs,
+    as_retry_on,
+    check_graph,
+    check_name,
+    default_name,
+    host_options,
+    make_spec,
+    read_resources,
+    script_field,
+)
+from ccd.spec.hosts import FAILURE_CLASSES, Resources, SlurmOptions
+from ccd.spec.model import (
     BUILTIN_LOCAL,
     HOST_TYPES,
     LOCAL_HOST,
@@ -28,21 +36,7 @@ from ccd.spec.checks import (
     JobSpec,
     ScriptKind,
     WorkflowSpec,
-    as_inputs,
-    as_on_retry,
-    as_outputs,
-    as_retry_on,
-    check_graph,
-    check_name,
-    default_name,
-    expand_names,
-    host_options,
-    make_spec,
-    read_resources,
-    script_field,
-    valid_name,
 )
-from ccd.spec.hosts import FAILURE_CLASSES, Resources, SlurmOptions
 from ccd.spec.yamltree import (
     Ctx,
     Map,
@@ -55,91 +49,14 @@ from ccd.spec.yamltree import (
     as_positive,
     as_str_list,
     as_text,
-    compose,
-    describe,
     entries,
-    gc_paused,
     is_null,
     unknown,
 )
 
-__all__ = [
-    "LOCAL_HOST",
-    "HostSpec",
-    "JobSpec",
-    "ScriptKind",
-    "WorkflowSpec",
-    "expand_names",
-    "load",
-    "parse",
-    "valid_name",
-]
-
-
-def load(path: Path, *, extra_hosts: Mapping[str, HostSpec] | None = None) -> WorkflowSpec:
-    """Read and validate a workflow file; raise `SpecError` listing every problem.
-
-    ``extra_hosts`` are hosts defined elsewhere (the daemon's config) that jobs may name
-    besides the file's own; see `parse`."""
-    source = path.resolve()
-    try:
-        text = source.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise SpecError([Problem(str(path), None, f"cannot read workflow file: {err}")]) from err
-    return parse(text, source=source, base_dir=source.parent, extra_hosts=extra_hosts)
-
-
-def parse(
-    text: str,
-    *,
-    source: Path,
-    base_dir: Path,
-    extra_hosts: Mapping[str, HostSpec] | None = None,
-) -> WorkflowSpec:
-    """Validate workflow text; ``source`` names it in problems, scripts resolve in ``base_dir``.
-
-    Jobs may run on ``local``, on a host of the file's ``hosts:`` section, or on one of
-    ``extra_hosts``. The spec's hosts are ``local`` and the file's hosts, plus the extra
-    hosts that jobs use; where names clash, the file's entry wins over an extra host, and
-    an extra ``local`` over the built-in one."""
-    ctx = Ctx(str(source), base_dir, [])
-    with gc_paused():
-        root = compose(text, ctx)
-        spec = _dispatch(root, ctx, source, extra_hosts or {}) if not ctx.problems else None
-        # Freed while the collector still sleeps: its first pass would walk the whole tree
-        # (a million nodes, 0.4 s, for 100k jobs) only to find it garbage.
-        del root
-    if ctx.problems or spec is None:
-        raise SpecError(sorted(ctx.problems, key=lambda p: p.line or 0))
-    return spec
-
-
-def _dispatch(
-    root: Node | None, ctx: Ctx, source: Path, extra_hosts: Mapping[str, HostSpec]
-) -> WorkflowSpec | None:
-    if root is None or is_null(root):
-        ctx.add(1, "the workflow file is empty")
-        return None
-    if not isinstance(root, Map):
-        ctx.add(root.line, f"expected a mapping with 'jobs:' or 'workflow:', got {describe(root)}")
-        return None
-    if "jobs" in root.fields:
-        spec = _native(root, ctx, source, extra_hosts)
-    elif "workflow" in root.fields:
-        spec = cloudmesh.read(root, ctx, source, extra_hosts.get(LOCAL_HOST, BUILTIN_LOCAL))
-    else:
-        # neither format recognisable: suggest from both, e.g. 'workflows' -> 'workflow'
-        Reader(ctx, None).fields(root, _TOP_FIELDS | cloudmesh.TOP_FIELDS)
-        ctx.add(root.line, "no 'jobs:' (ccd format) or 'workflow:' (cloudmesh-cc format) found")
-        return None
-    if not spec.jobs and not ctx.problems:
-        ctx.add(root.line, "the workflow has no jobs")
-    return spec
-
-
 # --- ccd's own format ------------------------------------------------------------------------
 
-_TOP_FIELDS = frozenset({"name", "defaults", "hosts", "jobs"})
+TOP_FIELDS = frozenset({"name", "defaults", "hosts", "jobs"})
 _DEFAULT_FIELDS = frozenset(
     {"host", "retries", "timeout", "python", "resources", "retry_on", "on_retry"}
 )
@@ -161,9 +78,10 @@ class _Defaults:
     on_retry: Mapping[str, float] = field(default_factory=lambda: _NO_FACTORS)
 
 
-def _native(root: Map, ctx: Ctx, source: Path, extra_hosts: Mapping[str, HostSpec]) -> WorkflowSpec:
+def read(root: Map, ctx: Ctx, source: Path, extra_hosts: Mapping[str, HostSpec]) -> WorkflowSpec:
+    """The spec of a workflow in ccd's format (a mapping with ``jobs:``)."""
     reader = Reader(ctx, None)
-    top = reader.fields(root, _TOP_FIELDS)
+    top = reader.fields(root, TOP_FIELDS)
     name = reader.opt(top, "name", as_text)
     if name is not None:
         check_name(ctx, name, top["name"].line, "workflow")

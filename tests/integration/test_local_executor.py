@@ -29,9 +29,8 @@ from ccd.executors.base import (
     parse_status,
     wrapper_text,
 )
-from ccd.executors.local import (
-    LocalExecutor,
-    local_argv,
+from ccd.executors.local import LocalExecutor, local_argv
+from ccd.executors.procfs import (
     local_boot_time,
     proc_start_ticks,
     proc_stat_fields,

@@ -22,7 +22,7 @@ import pytest
 from ccd.engine import Engine
 from ccd.engine.runs import JobEvent
 from ccd.executors.base import STATUS_NAME, Handle, Launch, parse_status
-from ccd.executors.local import LocalShell
+from ccd.executors.shell import LocalShell
 from ccd.executors.slurm import SlurmExecutor, check_limits, job_tag, render_batch
 from ccd.executors.ssh import SshExecutor
 from ccd.models import ExitStatus

@@ -22,11 +22,10 @@ import pytest
 
 from ccd.engine import Engine
 from ccd.engine.scheduler import Limits
-from ccd.executors.base import HostHealth, Launch, parse_status
+from ccd.executors.base import HostHealth, Launch, check_outputs, parse_status
 from ccd.executors.ssh import SshConnection, SshExecutor
 from ccd.executors.ssh_remote import (
     PollItem,
-    check_outputs,
     launch_script,
     parse_claim,
     parse_launch,

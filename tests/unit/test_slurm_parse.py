@@ -13,7 +13,8 @@ import pytest
 
 from ccd.errors import ExecutorError
 from ccd.executors import slurm_parse as sp
-from ccd.executors.base import CommandResult, Launch, StatusRecord, parse_status
+from ccd.executors.base import Launch, StatusRecord, parse_status
+from ccd.executors.shell import CommandResult
 from ccd.executors.slurm import SlurmExecutor, cluster_run_dir, job_tag, render_batch
 from ccd.models import ExitStatus
 from ccd.spec.hosts import Resources, SlurmOptions

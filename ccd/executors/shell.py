@@ -1,0 +1,88 @@
+"""Running short commands and moving small files on one machine: the `Shell` protocol, and
+`LocalShell` for this machine (an ssh host's is `ccd.executors.ssh.SshShell`). The Slurm
+backend runs ``sbatch``/``squeue`` through one of these.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+class Shell(Protocol):
+    """Runs short commands and moves small files on one machine: this one, or one reached
+    over SSH."""
+
+    async def run(
+        self, argv: Sequence[str], *, stdin: bytes | None = None, timeout_s: float | None = None
+    ) -> CommandResult:
+        """Run ``argv`` (no shell: arguments are passed as they are) and collect output."""
+        ...
+
+    async def write_files(self, files: Mapping[str, bytes], *, mode: int = 0o644) -> None:
+        """Create each file (absolute path -> content), creating parent directories."""
+        ...
+
+    async def read_file(self, path: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
+        """Bytes of ``path`` from ``offset`` (empty if the file does not exist)."""
+        ...
+
+
+class LocalShell:
+    """The `Shell` of this machine: subprocesses and plain files."""
+
+    async def run(
+        self, argv: Sequence[str], *, stdin: bytes | None = None, timeout_s: float | None = None
+    ) -> CommandResult:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(stdin), timeout_s)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise
+        assert proc.returncode is not None
+        return CommandResult(proc.returncode, out, err)
+
+    async def write_files(self, files: Mapping[str, bytes], *, mode: int = 0o644) -> None:
+        await asyncio.to_thread(_write_files, files, mode)
+
+    async def read_file(self, path: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
+        return read_bytes(_expand(path), offset, limit)
+
+
+def _expand(path: str) -> Path:
+    return Path(path).expanduser()
+
+
+def read_bytes(path: Path, offset: int, limit: int) -> bytes:
+    """Up to ``limit`` bytes of a local file from ``offset`` (empty if it does not exist)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read(limit)
+    except FileNotFoundError:
+        return b""
+
+
+def _write_files(files: Mapping[str, bytes], mode: int) -> None:
+    for name, data in files.items():
+        path = _expand(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        path.chmod(mode)
