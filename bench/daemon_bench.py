@@ -390,8 +390,10 @@ def print_preamble(args: argparse.Namespace, tmp: Path) -> None:
     print(f"python {platform.python_version()} ({PY}) on {platform.platform()}")
     print(f"nproc {affinity} (os.cpu_count {os.cpu_count()}); load average at start: {loadavg()}")
     print(f"temp dir {tmp}; N={args.runs} runs per latency figure; idle window {args.idle_s:g} s;")
-    print(f"daemon vs run: shapes {','.join(args.shapes)}, sizes "
-          f"{','.join(map(str, args.sizes))}, median of {args.repeat}")  # fmt: skip
+    print(
+        f"daemon vs run: shapes {','.join(args.shapes)}, sizes "
+        f"{','.join(map(str, args.sizes))}, median of {args.repeat}"
+    )
     print(flush=True)
 
 
@@ -404,18 +406,31 @@ def _csv(text: str) -> list[str]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="N=5, 10 s idle, sizes 200, 1 repeat (unless given)")  # fmt: skip
+    parser.add_argument(
+        "--quick", action="store_true", help="N=5, 10 s idle, sizes 200, 1 repeat (unless given)"
+    )
     parser.add_argument("--runs", type=int, help="runs per latency figure (default 20)")
     parser.add_argument("--idle-s", type=float, help="idle window in seconds (default 60)")
-    parser.add_argument("--sizes", type=lambda s: [int(x) for x in _csv(s)],
-                        help="comma-separated N for daemon vs run (default 1000)")  # fmt: skip
-    parser.add_argument("--shapes", type=_csv, default=list(SHAPES),
-                        help="comma-separated, of: " + ", ".join(SHAPES))  # fmt: skip
-    parser.add_argument("--repeat", type=int,
-                        help="runs per daemon-vs-run figure; median shown (default 3)")  # fmt: skip
-    parser.add_argument("--tmp-dir", type=Path, default=None,
-                        help="where the temp dir goes (default: the system temp dir)")  # fmt: skip
+    parser.add_argument(
+        "--sizes",
+        type=lambda s: [int(x) for x in _csv(s)],
+        help="comma-separated N for daemon vs run (default 1000)",
+    )
+    parser.add_argument(
+        "--shapes",
+        type=_csv,
+        default=list(SHAPES),
+        help="comma-separated, of: " + ", ".join(SHAPES),
+    )
+    parser.add_argument(
+        "--repeat", type=int, help="runs per daemon-vs-run figure; median shown (default 3)"
+    )
+    parser.add_argument(
+        "--tmp-dir",
+        type=Path,
+        default=None,
+        help="where the temp dir goes (default: the system temp dir)",
+    )
     args = parser.parse_args(argv)
     unknown = set(args.shapes) - set(SHAPES)
     if unknown:
@@ -439,8 +454,11 @@ def bench(args: argparse.Namespace, root: Path) -> list[Figure]:
     try:
         started_s = daemon.start()
         health = daemon.client.health()
-        print(f"ccd {health.get('version')} pid {daemon.pid}: answered /health "
-              f"{started_s * 1e3:.0f} ms after exec", flush=True)  # fmt: skip
+        print(
+            f"ccd {health.get('version')} pid {daemon.pid}: answered /health "
+            f"{started_s * 1e3:.0f} ms after exec",
+            flush=True,
+        )
         warm = work / "warm.yaml"
         warm.write_text("name: warm\njobs:\n  a: {run: 'true'}\n  b: {run: 'true', needs: [a]}\n")
         wf_id = daemon.run_workflow(warm)
@@ -456,10 +474,13 @@ def bench(args: argparse.Namespace, root: Path) -> list[Figure]:
             for n in args.sizes:
                 c = daemon_vs_run(daemon, work, shape, n, args.repeat)
                 figures.append(
-                    Figure(f"submit --wait / run, {c.shape} N={c.n}",
-                           f"{c.ratio:.2f}x ({c.daemon_s:.2f} s / {c.run_s:.2f} s)",
-                           f"<= {DAEMON_RATIO_TARGET}x", c.ratio <= DAEMON_RATIO_TARGET)
-                )  # fmt: skip
+                    Figure(
+                        f"submit --wait / run, {c.shape} N={c.n}",
+                        f"{c.ratio:.2f}x ({c.daemon_s:.2f} s / {c.run_s:.2f} s)",
+                        f"<= {DAEMON_RATIO_TARGET}x",
+                        c.ratio <= DAEMON_RATIO_TARGET,
+                    )
+                )
                 print(f"   {shape} N={n}: {figures[-1].value}", flush=True)
         rss_mb = status_kb(daemon.pid, "VmRSS") / 1024
         hwm_mb = status_kb(daemon.pid, "VmHWM") / 1024

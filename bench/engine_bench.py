@@ -433,9 +433,10 @@ class DurableFloor:
             raise BenchError(f"floor: {record.job} exited {code}")
         now = time.time()
         batch.transitions.append(
-            Transition(self._wf_id, record.job, JobState.RUNNING, JobState.SUCCEEDED, now,
-                       exit_code=code)
-        )  # fmt: skip
+            Transition(
+                self._wf_id, record.job, JobState.RUNNING, JobState.SUCCEEDED, now, exit_code=code
+            )
+        )
         pid = self._pids.pop(key)
         batch.attempts.append(dataclasses.replace(record, pid=pid, ended_at=now, exit_code=code))
         for child in self._children[record.job]:
@@ -621,8 +622,10 @@ COLUMNS: tuple[tuple[str, int, Callable[[Row], str]], ...] = (
 
 def format_line(cells: Sequence[str]) -> str:
     widths = [w for _, w, _ in COLUMNS]
-    parts = [c.ljust(w) if i == 0 else c.rjust(w) for i, (w, c) in
-             enumerate(zip(widths, cells, strict=True))]  # fmt: skip
+    parts = [
+        c.ljust(w) if i == 0 else c.rjust(w)
+        for i, (w, c) in enumerate(zip(widths, cells, strict=True))
+    ]
     return " ".join(parts)
 
 
@@ -644,8 +647,10 @@ def cpu_lines(rows: Iterable[Row]) -> list[str]:
     """Where the CPU goes, in ms per job: what the engine spends beyond the bare dispatcher
     (its `extra` column) is, over C jobs in flight and the CPUs there are, the gap in wall
     time."""
-    header = (f"{'cpu ms/job':<10} {'N':>6} {'engine':>7} {'shepherd':>9} {'jobs':>6}"
-              f" {'| bare':>7} {'jobs':>6} {'| extra':>8}")  # fmt: skip
+    header = (
+        f"{'cpu ms/job':<10} {'N':>6} {'engine':>7} {'shepherd':>9} {'jobs':>6}"
+        f" {'| bare':>7} {'jobs':>6} {'| extra':>8}"
+    )
     lines = [header, "-" * len(header)]
     for r in rows:
         e, b = r.engine_cpu, r.bare_cpu
@@ -778,20 +783,43 @@ def _csv(text: str) -> list[str]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=lambda s: [int(x) for x in _csv(s)],
-                        help="comma-separated N (default 100,1000,10000)")  # fmt: skip
-    parser.add_argument("--shapes", type=_csv, default=list(SHAPES),
-                        help="comma-separated, of: " + ", ".join(SHAPES))  # fmt: skip
+    parser.add_argument(
+        "--sizes",
+        type=lambda s: [int(x) for x in _csv(s)],
+        help="comma-separated N (default 100,1000,10000)",
+    )
+    parser.add_argument(
+        "--shapes",
+        type=_csv,
+        default=list(SHAPES),
+        help="comma-separated, of: " + ", ".join(SHAPES),
+    )
     parser.add_argument("--quick", action="store_true", help="sizes 100,1000 only")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure; median shown")
-    parser.add_argument("--concurrency", "-j", type=int, default=os.cpu_count() or 1,
-                        help="jobs in flight for all three (default: CPU count)")  # fmt: skip
-    parser.add_argument("--load-jobs", type=int, default=LOAD_JOBS,
-                        help="jobs in the load + submit section (0: skip it)")  # fmt: skip
-    parser.add_argument("--tmp-dir", type=Path, default=None,
-                        help="where temp state dirs go (default: the system temp dir)")  # fmt: skip
-    parser.add_argument("--profile", metavar="SHAPE:N",
-                        help="cProfile one engine run of SHAPE:N instead of the table")  # fmt: skip
+    parser.add_argument(
+        "--concurrency",
+        "-j",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="jobs in flight for all three (default: CPU count)",
+    )
+    parser.add_argument(
+        "--load-jobs",
+        type=int,
+        default=LOAD_JOBS,
+        help="jobs in the load + submit section (0: skip it)",
+    )
+    parser.add_argument(
+        "--tmp-dir",
+        type=Path,
+        default=None,
+        help="where temp state dirs go (default: the system temp dir)",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="SHAPE:N",
+        help="cProfile one engine run of SHAPE:N instead of the table",
+    )
     parser.add_argument("--load-only", type=Path, metavar="FILE", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     unknown = set(args.shapes) - set(SHAPES)
@@ -823,8 +851,10 @@ def print_preamble(args: argparse.Namespace) -> None:
     if MAKE is not None:
         make = subprocess.run([MAKE, "--version"], capture_output=True, text=True).stdout
         make = make.splitlines()[0] if make else MAKE
-    print(f"python {platform.python_version()} on {platform.platform()}; "
-          f"{os.cpu_count()} CPUs; C = {args.concurrency} jobs in flight")  # fmt: skip
+    print(
+        f"python {platform.python_version()} on {platform.platform()}; "
+        f"{os.cpu_count()} CPUs; C = {args.concurrency} jobs in flight"
+    )
     print(f"temp/state dirs under {tmp} ({_fs_type(tmp)}); {make}; true = {TRUE}")
     print(f"median of {args.repeat} runs; every job runs `true`; fan = N independent jobs")
     print(f"load average at start: {_loadavg()}")

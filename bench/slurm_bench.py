@@ -81,15 +81,27 @@ def sdiag() -> Counter[str]:
 
 
 async def run_phase(
-    label: str, cls: type[SlurmExecutor], n: int, options: SlurmOptions, root: Path,
+    label: str,
+    cls: type[SlurmExecutor],
+    n: int,
+    options: SlurmOptions,
+    root: Path,
     held_rounds: int,
-) -> Result:  # fmt: skip
+) -> Result:
     wf = f"b{secrets.token_hex(4)}"
     launches = [
-        Launch(wf, f"j{i}", 1, root / wf / f"j{i}" / "1", root / "inline.sh",
-               ("sh", "./inline.sh"), {}, inline="sleep 1")
+        Launch(
+            wf,
+            f"j{i}",
+            1,
+            root / wf / f"j{i}" / "1",
+            root / "inline.sh",
+            ("sh", "./inline.sh"),
+            {},
+            inline="sleep 1",
+        )
         for i in range(n)
-    ]  # fmt: skip
+    ]
     ex = cls("bench", LocalShell(), options)
     before = sdiag()
     t0 = time.monotonic()
@@ -108,8 +120,17 @@ async def run_phase(
         await ex.close()
     rpcs = sdiag()
     rpcs.subtract(before)
-    return Result(label, n, wall_s, submit_s, sum(r.ok for r in results),
-                  list(ex.round_commands), held, Counter(ex.command_counts), +rpcs)  # fmt: skip
+    return Result(
+        label,
+        n,
+        wall_s,
+        submit_s,
+        sum(r.ok for r in results),
+        list(ex.round_commands),
+        held,
+        Counter(ex.command_counts),
+        +rpcs,
+    )
 
 
 async def release(ids: list[str]) -> None:
@@ -124,13 +145,15 @@ def table(results: list[Result]) -> str:
 
     lines = [row("", *(r.label for r in results)), "|---|" + "---:|" * len(results)]
     lines.append(row("jobs (succeeded)", *(f"{r.jobs} ({r.ok})" for r in results)))
-    lines.append(row("wall time, s (submit)", *(f"{r.wall_s:.1f} ({r.submit_s:.1f})"
-                                                for r in results)))  # fmt: skip
+    lines.append(
+        row("wall time, s (submit)", *(f"{r.wall_s:.1f} ({r.submit_s:.1f})" for r in results))
+    )
     lines.append(row("poll rounds", *(len(r.rounds) for r in results)))
     held = [" ".join(map(str, r.held_rounds)) for r in results]
     lines.append(row(f"Slurm commands per round, all {results[0].jobs} queued", *held))
-    spread = [f"{max(r.rounds, default=0)} / {sum(r.rounds) / max(len(r.rounds), 1):.1f}"
-              for r in results]  # fmt: skip
+    spread = [
+        f"{max(r.rounds, default=0)} / {sum(r.rounds) / max(len(r.rounds), 1):.1f}" for r in results
+    ]
     lines.append(row("Slurm commands per round, whole run: max / mean", *spread))
     for cmd in ("sbatch", "squeue", "sacct", "scancel", "sh"):
         label = f"`{cmd}` runs" + (" (status-file reads)" if cmd == "sh" else "")
@@ -144,21 +167,33 @@ def table(results: list[Result]) -> str:
 def restart_cluster(cpus: int) -> None:
     env = dict(os.environ, SLURM_UP_CPUS=str(cpus))
     print(f"restarting the test cluster with SLURM_UP_CPUS={cpus} ...", file=sys.stderr)
-    subprocess.run(["bash", str(REPO / "scripts/infra/slurm-up.sh")], env=env, check=True,
-                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)  # fmt: skip
+    subprocess.run(
+        ["bash", str(REPO / "scripts/infra/slurm-up.sh")],
+        env=env,
+        check=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 async def main(args: argparse.Namespace) -> None:
-    options = SlurmOptions(poll_interval_s=args.max_interval, poll_interval_min_s=args.min_interval,
-                           resources=Resources(sbatch_args=("--hold",)))  # fmt: skip
+    options = SlurmOptions(
+        poll_interval_s=args.max_interval,
+        poll_interval_min_s=args.min_interval,
+        resources=Resources(sbatch_args=("--hold",)),
+    )
     phases = (("ccd (batched)", SlurmExecutor), ("per-job baseline", PerJobPollingExecutor))
     with tempfile.TemporaryDirectory(prefix="ccd-slurm-bench-") as tmp:
-        results = [await run_phase(label, cls, args.jobs, options, Path(tmp), args.held_rounds)
-                   for label, cls in phases]  # fmt: skip
-    print(f"\n{args.jobs} Slurm jobs (sleep 1), submitted held, {args.held_rounds} poll rounds "
-          f"with all queued, then released; poll interval {args.min_interval}-"
-          f"{args.max_interval} s (adaptive); ccd's budget {SlurmExecutor.COMMANDS_PER_S:g} "
-          f"commands/s, {SlurmExecutor.MAX_CONCURRENT_COMMANDS} at once\n")  # fmt: skip
+        results = [
+            await run_phase(label, cls, args.jobs, options, Path(tmp), args.held_rounds)
+            for label, cls in phases
+        ]
+    print(
+        f"\n{args.jobs} Slurm jobs (sleep 1), submitted held, {args.held_rounds} poll rounds "
+        f"with all queued, then released; poll interval {args.min_interval}-"
+        f"{args.max_interval} s (adaptive); ccd's budget {SlurmExecutor.COMMANDS_PER_S:g} "
+        f"commands/s, {SlurmExecutor.MAX_CONCURRENT_COMMANDS} at once\n"
+    )
     print(table(results))
 
 

@@ -133,8 +133,13 @@ async def run_ccd(sshd: Sshd, jobs: int, max_jobs: int) -> Row:
 async def run_floor(sshd: Sshd, jobs: int) -> Row:
     opts = sshd.options("~")
     offset = sshd.offset()
-    conn = await asyncssh.connect(sshd.host, port=sshd.port, username=sshd.user,
-                                  client_keys=[sshd.key], known_hosts=sshd.known_hosts)  # fmt: skip
+    conn = await asyncssh.connect(
+        sshd.host,
+        port=sshd.port,
+        username=sshd.user,
+        client_keys=[sshd.key],
+        known_hosts=sshd.known_hosts,
+    )
     slots = asyncio.Semaphore(max(1, opts.max_sessions - 1))
 
     async def one() -> None:
@@ -154,9 +159,23 @@ async def run_floor(sshd: Sshd, jobs: int) -> Row:
 
 
 async def run_baseline(sshd: Sshd, jobs: int, concurrency: int) -> Row:
-    argv = ["ssh", "-i", sshd.key, "-p", str(sshd.port), "-o", "BatchMode=yes",
-            "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={sshd.known_hosts}",
-            "-o", "LogLevel=ERROR", f"{sshd.user}@{sshd.host}", "true"]  # fmt: skip
+    argv = [
+        "ssh",
+        "-i",
+        sshd.key,
+        "-p",
+        str(sshd.port),
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        f"UserKnownHostsFile={sshd.known_hosts}",
+        "-o",
+        "LogLevel=ERROR",
+        f"{sshd.user}@{sshd.host}",
+        "true",
+    ]
     slots = asyncio.Semaphore(concurrency)
 
     async def one() -> None:
@@ -190,16 +209,26 @@ def sshd_from_env(path: Path) -> Sshd:
         if line.startswith("export "):
             key, _, value = line.removeprefix("export ").partition("=")
             values[key] = shlex.split(value)[0] if value else ""
-    return Sshd(values["CCD_SSH_HOST"], int(values["CCD_SSH_PORT"]), values["CCD_SSH_USER"],
-                values["CCD_SSH_KEY"], values["CCD_SSH_KNOWN_HOSTS"],
-                Path(values["CCD_SSH_LOG"]))  # fmt: skip
+    return Sshd(
+        values["CCD_SSH_HOST"],
+        int(values["CCD_SSH_PORT"]),
+        values["CCD_SSH_USER"],
+        values["CCD_SSH_KEY"],
+        values["CCD_SSH_KNOWN_HOSTS"],
+        Path(values["CCD_SSH_LOG"]),
+    )
 
 
 def sshd_script(name: str, directory: Path, port: int) -> None:
     env = dict(os.environ, SSHD_UP_PORT=str(port))
-    subprocess.run(["bash", str(REPO / "scripts" / "infra" / name), str(directory)], env=env,
-                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=True,
-                   start_new_session=True)  # fmt: skip
+    subprocess.run(
+        ["bash", str(REPO / "scripts" / "infra" / name), str(directory)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        check=True,
+        start_new_session=True,
+    )
 
 
 # -- report ---------------------------------------------------------------------------------
@@ -212,8 +241,15 @@ def print_table(rows: list[Row]) -> None:
     print("|" + "|".join("---" for _ in header) + "|")
     for row in rows:
         speedup = f"{sequential.ms_per_job / row.ms_per_job:.1f}x" if sequential else "-"
-        cells = (row.runner, str(row.jobs), f"{row.total_s:.2f}", f"{row.ms_per_job:.2f}",
-                 speedup, str(row.connections), str(row.sessions))  # fmt: skip
+        cells = (
+            row.runner,
+            str(row.jobs),
+            f"{row.total_s:.2f}",
+            f"{row.ms_per_job:.2f}",
+            speedup,
+            str(row.connections),
+            str(row.sessions),
+        )
         print("| " + " | ".join(cells) + " |")
 
 
@@ -225,14 +261,20 @@ def print_verdict(rows: list[Row]) -> None:
     print()
     if sequential is not None:
         speedup = sequential.ms_per_job / ccd.ms_per_job
-        print(f"speedup over one ssh process per job: {speedup:.1f}x "
-              f"(target >= {SPEEDUP_TARGET:.0f}x: {_ok(speedup >= SPEEDUP_TARGET)})")  # fmt: skip
-    print(f"ccd per job, all in: {ccd.ms_per_job:.2f} ms; over the asyncssh floor: "
-          f"{overhead:+.2f} ms (target < {OVERHEAD_TARGET_MS:.0f} ms: "
-          f"{_ok(ccd.ms_per_job < OVERHEAD_TARGET_MS)})")  # fmt: skip
-    print(f"connections during the ccd run: {ccd.connections} "
-          f"(target {CONNECTIONS_TARGET}: {_ok(ccd.connections == CONNECTIONS_TARGET)}); "
-          f"session channels: {ccd.sessions} for {ccd.jobs} jobs")  # fmt: skip
+        print(
+            f"speedup over one ssh process per job: {speedup:.1f}x "
+            f"(target >= {SPEEDUP_TARGET:.0f}x: {_ok(speedup >= SPEEDUP_TARGET)})"
+        )
+    print(
+        f"ccd per job, all in: {ccd.ms_per_job:.2f} ms; over the asyncssh floor: "
+        f"{overhead:+.2f} ms (target < {OVERHEAD_TARGET_MS:.0f} ms: "
+        f"{_ok(ccd.ms_per_job < OVERHEAD_TARGET_MS)})"
+    )
+    print(
+        f"connections during the ccd run: {ccd.connections} "
+        f"(target {CONNECTIONS_TARGET}: {_ok(ccd.connections == CONNECTIONS_TARGET)}); "
+        f"session channels: {ccd.sessions} for {ccd.jobs} jobs"
+    )
 
 
 def _ok(flag: bool) -> str:
@@ -249,15 +291,27 @@ async def bench(args: argparse.Namespace, sshd: Sshd) -> list[Row]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=500, help="jobs per runner (500)")
-    parser.add_argument("--max-jobs", type=int, default=100,
-                        help="the ssh host's max_jobs in ccd (100)")  # fmt: skip
-    parser.add_argument("--baseline-jobs", type=int, default=None,
-                        help="ssh processes in the baseline (default: --jobs)")  # fmt: skip
-    parser.add_argument("--baseline-concurrency", default="1",
-                        type=lambda s: [int(x) for x in s.split(",")],
-                        help="ssh processes at once, comma list: one row each (1)")  # fmt: skip
-    parser.add_argument("--sshd-env", type=Path, default=None,
-                        help="env.sh of an sshd-up.sh sshd (default: start one)")  # fmt: skip
+    parser.add_argument(
+        "--max-jobs", type=int, default=100, help="the ssh host's max_jobs in ccd (100)"
+    )
+    parser.add_argument(
+        "--baseline-jobs",
+        type=int,
+        default=None,
+        help="ssh processes in the baseline (default: --jobs)",
+    )
+    parser.add_argument(
+        "--baseline-concurrency",
+        default="1",
+        type=lambda s: [int(x) for x in s.split(",")],
+        help="ssh processes at once, comma list: one row each (1)",
+    )
+    parser.add_argument(
+        "--sshd-env",
+        type=Path,
+        default=None,
+        help="env.sh of an sshd-up.sh sshd (default: start one)",
+    )
     parser.add_argument("--sshd-port", type=int, default=DEFAULT_SSHD_PORT)
     parser.add_argument("--keep-sshd", action="store_true", help="leave the sshd it started")
     return parser.parse_args(argv)
@@ -275,8 +329,10 @@ def main(argv: list[str] | None = None) -> int:
         sshd_script("sshd-up.sh", DEFAULT_SSHD_DIR, args.sshd_port)
     try:
         sshd = sshd_from_env(env)
-        print(f"sshd {sshd.user}@{sshd.host}:{sshd.port}; {os.cpu_count()} CPUs; "
-              f"{args.jobs} jobs `true` each\n")  # fmt: skip
+        print(
+            f"sshd {sshd.user}@{sshd.host}:{sshd.port}; {os.cpu_count()} CPUs; "
+            f"{args.jobs} jobs `true` each\n"
+        )
         rows = asyncio.run(bench(args, sshd))
     finally:
         if started_sshd and not args.keep_sshd:

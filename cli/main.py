@@ -45,8 +45,9 @@ class CcctlGroup(click.Group):
 
 @click.group(cls=CcctlGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks.")
-@click.option("--socket", type=click.Path(path_type=Path), envvar="CCD_SOCKET",
-              help=remote.SOCKET_HELP)  # fmt: skip
+@click.option(
+    "--socket", type=click.Path(path_type=Path), envvar="CCD_SOCKET", help=remote.SOCKET_HELP
+)
 @click.version_option(package_name="ccd")
 def main(verbose: bool, socket: Path | None) -> None:
     """ccd's client: run workflows in-process, or submit them to the ccd daemon."""
@@ -57,9 +58,10 @@ for command in remote.COMMANDS:
 
 workflow_file = click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 state_dir_option = click.option(
-    "--state-dir", type=click.Path(file_okay=False, path_type=Path),
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
     help="Where the database and run dirs are [default: $CCD_STATE_DIR or XDG state dir].",
-)  # fmt: skip
+)
 
 
 @main.command()
@@ -81,13 +83,20 @@ def validate(file: Path) -> None:
 @state_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print the final status as JSON.")
 @click.option("--fail-fast", is_flag=True, help="Cancel everything once a job fails.")
-@click.option("--max-jobs", type=click.IntRange(min=1),
-              help="At most this many jobs at once, across all hosts.")  # fmt: skip
+@click.option(
+    "--max-jobs",
+    type=click.IntRange(min=1),
+    help="At most this many jobs at once, across all hosts.",
+)
 @remote.dry_run_option
 def run(
-    file: Path, state_dir: Path | None, as_json: bool, fail_fast: bool, max_jobs: int | None,
+    file: Path,
+    state_dir: Path | None,
+    as_json: bool,
+    fail_fast: bool,
+    max_jobs: int | None,
     dry_run: bool,
-) -> None:  # fmt: skip
+) -> None:
     """Run a workflow in this process, without a daemon; exit 0 if every job succeeded."""
     from ccd import paths
     from ccd.spec import load
@@ -97,9 +106,13 @@ def run(
     if dry_run:
         show_dry_run(spec, state_dir or paths.default_state_dir(), as_json=as_json)
     status = run_in_process(
-        spec, state_dir or paths.default_state_dir(), fail_fast=fail_fast,
-        max_jobs=max_jobs, live=sys.stdout.isatty() and not as_json, quiet=as_json,
-    )  # fmt: skip
+        spec,
+        state_dir or paths.default_state_dir(),
+        fail_fast=fail_fast,
+        max_jobs=max_jobs,
+        live=sys.stdout.isatty() and not as_json,
+        quiet=as_json,
+    )
     if as_json:
         click.echo(json.dumps(status, indent=2))
     sys.exit(0 if status["workflow"]["state"] == "succeeded" else EXIT_FAILED)
@@ -107,8 +120,13 @@ def run(
 
 @main.command()
 @click.argument("target")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Output file: .svg, .png, .pdf or .dot.")  # fmt: skip
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Output file: .svg, .png, .pdf or .dot.",
+)
 @state_dir_option
 @click.pass_context
 def graph(ctx: click.Context, target: str, output: Path, state_dir: Path | None) -> None:

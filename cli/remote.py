@@ -33,10 +33,11 @@ def exit_for(status: dict[str, Any]) -> None:
 
 
 dry_run_option = click.option(
-    "--dry-run", is_flag=True,
+    "--dry-run",
+    is_flag=True,
     help="Show each job's command (Slurm: batch script and sbatch line, checked against the "
     "partition's limits) and run nothing.",
-)  # fmt: skip
+)
 
 
 @click.command()
@@ -48,9 +49,14 @@ dry_run_option = click.option(
 @dry_run_option
 @click.pass_context
 def submit(
-    ctx: click.Context, file: Path, wait: bool, fail_fast: bool, request_id: str | None,
-    as_json: bool, dry_run: bool,
-) -> None:  # fmt: skip
+    ctx: click.Context,
+    file: Path,
+    wait: bool,
+    fail_fast: bool,
+    request_id: str | None,
+    as_json: bool,
+    dry_run: bool,
+) -> None:
     """Submit a workflow to the daemon; prints its id."""
     if dry_run:  # rendered here, from the file's own hosts: nothing reaches the daemon
         from ccd import paths
@@ -102,10 +108,14 @@ def list_(ctx: click.Context, as_json: bool) -> None:
         echo_json(workflows)
         return
     rows = [
-        (w["id"], w["name"], w["state"],
-         time.strftime("%Y-%m-%d %H:%M", time.localtime(w["created_at"])))
+        (
+            w["id"],
+            w["name"],
+            w["state"],
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(w["created_at"])),
+        )
         for w in workflows
-    ]  # fmt: skip
+    ]
     click.echo(render.table(("ID", "NAME", "STATE", "CREATED"), rows))
 
 
@@ -233,8 +243,10 @@ def ping(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         echo_json(health)
     else:
-        click.echo(f"ccd {health['version']} (pid {health['pid']}) up {health['uptime_s']:.0f}s, "
-                   f"{health['jobs_running']} jobs running")  # fmt: skip
+        click.echo(
+            f"ccd {health['version']} (pid {health['pid']}) up {health['uptime_s']:.0f}s, "
+            f"{health['jobs_running']} jobs running"
+        )
 
 
 COMMANDS = (submit, list_, status, logs, cancel, retry, delete, ping)

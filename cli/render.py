@@ -55,10 +55,16 @@ def summary(status: Mapping[str, Any]) -> str:
     """The table printed when a run ends: job, state, exit code, attempts, duration."""
     wf = status["workflow"]
     rows = [
-        (j["name"], j["state"], exit_text(j), j["attempts"], duration(j["duration_s"]),
-         one_line(j.get("reason") or ""))
+        (
+            j["name"],
+            j["state"],
+            exit_text(j),
+            j["attempts"],
+            duration(j["duration_s"]),
+            one_line(j.get("reason") or ""),
+        )
         for j in status["jobs"]
-    ]  # fmt: skip
+    ]
     body = table(("JOB", "STATE", "EXIT", "ATTEMPTS", "DURATION", "REASON"), rows)
     hosts = "".join(
         f"\nhost {name}: {h['state']}" + (f" ({h['reason']})" if h.get("reason") else "")

@@ -109,8 +109,9 @@ class AttemptRunner:
             try:
                 return await executor.reattach(attempt.launch)
             except (ExecutorError, OSError, TimeoutError) as exc:
-                log.warning("reattach_retry", job=attempt.launch.job, error=str(exc),
-                            retry_in_s=delay_s)  # fmt: skip
+                log.warning(
+                    "reattach_retry", job=attempt.launch.job, error=str(exc), retry_in_s=delay_s
+                )
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, REATTACH_RETRY_MAX_S)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from ccd import paths
 from ccd.engine.scheduler import Limits, Scheduler
-from ccd.engine.store import AttemptRecord, Store, WorkflowRecord
+from ccd.engine.store import AttemptRecord, JobRecord, Store, WorkflowRecord
 from ccd.errors import NotFound, Problem, SpecError
 from ccd.executors.base import Executor, Handle, HostHealth, backend_class
 from ccd.models import JobState
@@ -133,11 +133,13 @@ class Engine:
             if job.host in problems or self.hosts.get(job.host) == spec.hosts[job.host]:
                 continue
             problems[job.host] = Problem(
-                str(spec.source), job.line,
+                str(spec.source),
+                job.line,
                 f"host '{job.host}' is defined in the workflow file; the daemon runs jobs only"
                 f" on the hosts of its config ({ours}): define it there, or use `ccctl run`",
-                job=job.name, field="host",
-            )  # fmt: skip
+                job=job.name,
+                field="host",
+            )
         return list(problems.values())
 
     async def list_workflows(self) -> list[WorkflowRecord]:
@@ -162,8 +164,9 @@ class Engine:
             raise NotFound(f"job '{job}' of workflow '{workflow_id}' has not started yet")
         record = records[-1]
         executor = self._executors.get(record.host) or self._executors[LOCAL]
-        handle = Handle(workflow_id, job, record.attempt, Path(record.run_dir), record.pid,
-                        record.host)  # fmt: skip
+        handle = Handle(
+            workflow_id, job, record.attempt, Path(record.run_dir), record.pid, record.host
+        )
         return record, await executor.read_log(handle, offset)
 
     async def graph_dot(self, workflow_id: str) -> str:
@@ -189,14 +192,14 @@ class Engine:
         wf = await self.store.get_workflow(workflow_id)
         jobs = await self.store.list_jobs(workflow_id)
         return WorkflowStatus(
-            wf.id, wf.name, wf.state, wf.created_at, wf.updated_at,
-            [
-                JobStatus(j.name, j.state, j.host, j.attempts, j.exit_code, j.signal, j.reason,
-                          j.progress, j.message, j.started_at, j.ended_at)
-                for j in jobs
-            ],
-            {host: self.host_health(host) for host in sorted({j.host for j in jobs})},
-        )  # fmt: skip
+            id=wf.id,
+            name=wf.name,
+            state=wf.state,
+            created_at=wf.created_at,
+            updated_at=wf.updated_at,
+            jobs=[_job_status(j) for j in jobs],
+            hosts={host: self.host_health(host) for host in sorted({j.host for j in jobs})},
+        )
 
     def host_health(self, host: str) -> HostHealth:
         executor = self._executors.get(host)
@@ -222,3 +225,19 @@ def make_executors(
     for name, host in sorted(hosts.items(), key=lambda item: item[1].type == "slurm"):
         built[name] = backend_class(host.type).create(host, built)
     return {name: built[name] for name in hosts}
+
+
+def _job_status(j: JobRecord) -> JobStatus:
+    return JobStatus(
+        name=j.name,
+        state=j.state,
+        host=j.host,
+        attempts=j.attempts,
+        exit_code=j.exit_code,
+        signal=j.signal,
+        reason=j.reason,
+        progress=j.progress,
+        message=j.message,
+        started_at=j.started_at,
+        ended_at=j.ended_at,
+    )

@@ -53,8 +53,9 @@ async def plan(
         if key not in limits_cache:
             limits_cache[key] = await _check(executors[job.host], resources)
         problems, notes = limits_cache[key]
-        plans.append(JobPlan(job.name, job.host, command, script, shlex.join(argv),
-                             problems, notes))  # fmt: skip
+        plans.append(
+            JobPlan(job.name, job.host, command, script, shlex.join(argv), problems, notes)
+        )
     return plans
 
 

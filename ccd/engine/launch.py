@@ -139,10 +139,18 @@ def launch_for(
         factors = {k: v**retries_so_far for k, v in spec.on_retry.items()}
         resources = resources.scaled(factors)
     return Launch(
-        wf_id, spec.name, attempt, run_dir, script, argv(spec, script.name), spec.env,
-        inline=spec.run, inputs=tuple(Path(p) for p in spec.inputs), outputs=spec.outputs,
+        workflow_id=wf_id,
+        job=spec.name,
+        attempt=attempt,
+        run_dir=run_dir,
+        script=script,
+        argv=argv(spec, script.name),
+        env=spec.env,
+        inline=spec.run,
+        inputs=tuple(Path(p) for p in spec.inputs),
+        outputs=spec.outputs,
         resources=resources,
-    )  # fmt: skip
+    )
 
 
 def argv(spec: JobSpec, script_name: str) -> tuple[str, ...]:

@@ -133,12 +133,19 @@ class Scheduler:
         at = time.time()
         await self._store.put_workflow(
             WorkflowRecord(
-                wf_id, spec.name, str(spec.source), str(spec.base_dir), WorkflowState.RUNNING,
-                fail_fast, request_id, at, at,
+                id=wf_id,
+                name=spec.name,
+                source=str(spec.source),
+                base_dir=str(spec.base_dir),
+                state=WorkflowState.RUNNING,
+                fail_fast=fail_fast,
+                request_id=request_id,
+                created_at=at,
+                updated_at=at,
             ),
             (new_job(job) for job in jobs),  # each row made as it is written
             spec.iter_edges(),
-        )  # fmt: skip
+        )
         with gc_paused():
             run = self._load(wf_id, spec, fail_fast, [(job, JobState.WAITING, 0) for job in jobs])
         log.info("workflow_submitted", workflow=wf_id, name=spec.name, jobs=len(run.jobs))
@@ -219,8 +226,10 @@ class Scheduler:
         targets = [j for j in self._named(run, jobs) if j.state in RETRYABLE]
         if jobs is not None and len(targets) != len(set(jobs)):
             bad = sorted(set(jobs) - {j.name for j in targets})
-            raise Conflict(f"cannot retry {', '.join(bad)}: only failed, cancelled or "
-                           "skipped jobs can be retried")  # fmt: skip
+            raise Conflict(
+                f"cannot retry {', '.join(bad)}: only failed, cancelled or "
+                "skipped jobs can be retried"
+            )
         reset = self._with_descendants(targets)
         for job in reset:
             self._transition(job, JobState.WAITING, "retry requested")
@@ -332,12 +341,17 @@ class Scheduler:
         at = _ended_at(exit)
         self._commit.batch.transitions.append(
             Transition(
-                job.wf.id, job.name, old, new, at, reason,
+                job.wf.id,
+                job.name,
+                old,
+                new,
+                at,
+                reason,
                 attempts=job.attempts if old is JobState.READY and new in IN_FLIGHT else None,
                 exit_code=exit.code if exit else None,
                 signal=exit.signal if exit else None,
             )
-        )  # fmt: skip
+        )
         event = JobEvent(job.wf.id, job.name, new, at, reason)
         self._commit.after(lambda: self._announce(event))
         if old in TERMINAL:
@@ -497,13 +511,19 @@ class Scheduler:
 
     def _new_attempt(self, job: JobRun, *, queued: bool) -> Attempt:
         launch = launch_for(
-            job.spec, job.wf.id, job.attempts, self._runs_root,
+            job.spec,
+            job.wf.id,
+            job.attempts,
+            self._runs_root,
             retries_so_far=max(0, job.attempts - job.budget_start - 1),
-        )  # fmt: skip
+        )
         attempt = Attempt(
-            launch, job.spec.host, job.spec.timeout_s,
-            lambda m, off: self._on_progress(job, m, off), queued=queued,
-        )  # fmt: skip
+            launch,
+            job.spec.host,
+            job.spec.timeout_s,
+            lambda m, off: self._on_progress(job, m, off),
+            queued=queued,
+        )
         job.attempt = attempt
         return attempt
 
@@ -601,7 +621,10 @@ class Scheduler:
         handle = attempt.handle if attempt else None
         now = _ended_at(status)
         return AttemptRecord(
-            job.wf.id, job.name, job.attempts, job.spec.host,
+            job.wf.id,
+            job.name,
+            job.attempts,
+            job.spec.host,
             str(attempt.launch.run_dir) if attempt else "",
             attempt.started_at if attempt else now,
             pid=handle.pid if handle else None,
@@ -610,7 +633,7 @@ class Scheduler:
             signal=status.signal if status else None,
             reason=status.reason if status else None,
             log_offset=attempt.tail.resume_offset if attempt else 0,
-        )  # fmt: skip
+        )
 
 
 def _ended_at(status: ExitStatus | None) -> float:

@@ -398,9 +398,18 @@ def _insert_workflow(
 ) -> None:
     db.execute(
         "INSERT INTO workflows VALUES (?,?,?,?,?,?,?,?,?)",
-        (wf.id, wf.name, wf.source, wf.base_dir, wf.state, int(wf.fail_fast), wf.request_id,
-         wf.created_at, wf.updated_at),
-    )  # fmt: skip
+        (
+            wf.id,
+            wf.name,
+            wf.source,
+            wf.base_dir,
+            wf.state,
+            int(wf.fail_fast),
+            wf.request_id,
+            wf.created_at,
+            wf.updated_at,
+        ),
+    )
     db.executemany(
         "INSERT INTO jobs (workflow_id, name, seq, state, host, spec) VALUES (?,?,?,?,?,?)",
         (
@@ -431,20 +440,43 @@ def _write_batch(db: sqlite3.Connection, batch: Batch) -> None:
             " progress=CASE WHEN ? IS NOT NULL THEN NULL ELSE progress END"
             " WHERE workflow_id=? AND name=?",
             (
-                (t.new, t.reason, t.exit_code, t.signal, t.attempts, t.attempts, t.at,
-                 t.at if t.new in TERMINAL else None, t.attempts, t.workflow_id, t.job)
+                (
+                    t.new,
+                    t.reason,
+                    t.exit_code,
+                    t.signal,
+                    t.attempts,
+                    t.attempts,
+                    t.at,
+                    t.at if t.new in TERMINAL else None,
+                    t.attempts,
+                    t.workflow_id,
+                    t.job,
+                )
                 for t in batch.transitions
             ),
-        )  # fmt: skip
+        )
     if batch.attempts:
         db.executemany(
             "INSERT OR REPLACE INTO attempts VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (
-                (a.workflow_id, a.job, a.attempt, a.host, a.run_dir, a.started_at, a.pid,
-                 a.ended_at, a.exit_code, a.signal, a.reason, a.log_offset)
+                (
+                    a.workflow_id,
+                    a.job,
+                    a.attempt,
+                    a.host,
+                    a.run_dir,
+                    a.started_at,
+                    a.pid,
+                    a.ended_at,
+                    a.exit_code,
+                    a.signal,
+                    a.reason,
+                    a.log_offset,
+                )
                 for a in batch.attempts
             ),
-        )  # fmt: skip
+        )
     if batch.notes:
         db.executemany(
             "UPDATE jobs SET reason=? WHERE workflow_id=? AND name=?",
@@ -485,9 +517,16 @@ def _event_rows(batch: Batch) -> Iterator[tuple[Any, ...]]:
 def _workflow(row: Sequence[Any]) -> WorkflowRecord:
     wid, name, source, base_dir, state, fail_fast, request_id, created, updated = row
     return WorkflowRecord(
-        wid, name, source, base_dir, WorkflowState(state), bool(fail_fast), request_id,
-        created, updated,
-    )  # fmt: skip
+        wid,
+        name,
+        source,
+        base_dir,
+        WorkflowState(state),
+        bool(fail_fast),
+        request_id,
+        created,
+        updated,
+    )
 
 
 # Compact, and without the check for cycles that a job's spec (plain data) cannot have:

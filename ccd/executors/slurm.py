@@ -118,19 +118,30 @@ class SlurmExecutor:
     SACCT = ("sacct", "-X", "-n", "-P", "-o", sp.SACCT_FIELDS)
     SACCT_NAME_WINDOW = ("-S", "now-30days")  # sacct without -j only looks back to midnight
     SCANCEL = ("scancel",)
-    READ_STATUS = ("sh", "-c", 'for f; do [ -f "$f" ] && { printf "%s\\0" "$f"; cat -- "$f"; '
-                   'printf "\\0"; }; done; exit 0', "sh")  # fmt: skip
+    READ_STATUS = (
+        "sh",
+        "-c",
+        'for f; do [ -f "$f" ] && { printf "%s\\0" "$f"; cat -- "$f"; '
+        'printf "\\0"; }; done; exit 0',
+        "sh",
+    )
     CLAIM = ("sh", "-c", 'mkdir -p -- "$1" && set -C && printf "claimed\\n" > "$1/status"', "sh")
     HOME = ("sh", "-c", 'printf %s "$HOME"')
     PING = ("sinfo", "-h", "-o", "%a")  # asks slurmctld: is it back?
     # The files each pattern matches, NUL-separated; a pattern that matches none, after a \1.
-    LIST_FILES = ("sh", "-c", 'cd "$1" || exit 1; shift; for p; do m=; for f in $p; do '
-                  '[ -f "$f" ] && printf "%s\\0" "$f" && m=1; done; '
-                  '[ -n "$m" ] || printf "\\001%s\\0" "$p"; done; exit 0', "sh")  # fmt: skip
+    LIST_FILES = (
+        "sh",
+        "-c",
+        'cd "$1" || exit 1; shift; for p; do m=; for f in $p; do '
+        '[ -f "$f" ] && printf "%s\\0" "$f" && m=1; done; '
+        '[ -n "$m" ] || printf "\\001%s\\0" "$p"; done; exit 0',
+        "sh",
+    )
     SUBMIT_RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)  # then the start fails
     NO_ACCOUNTING_RE = re.compile(r"accounting storage is disabled", re.IGNORECASE)
-    UNREACHABLE_RE = re.compile(r"Unable to contact slurm controller|Socket timed out",
-                                re.IGNORECASE)  # fmt: skip
+    UNREACHABLE_RE = re.compile(
+        r"Unable to contact slurm controller|Socket timed out", re.IGNORECASE
+    )
     INVALID_ID_RE = re.compile(r"Invalid job id specified")
     COMMANDS_PER_S = 20.0
     COMMAND_BURST = 40.0
@@ -140,16 +151,18 @@ class SlurmExecutor:
     LOOKUP_WINDOW_S = 0.02  # reattaches arriving within this share one squeue
     FINISHED_CACHE = 10_000
 
-    def __init__(self, host: str, shell: Shell, options: SlurmOptions | None = None,
-                 via_executor: Any = None) -> None:  # fmt: skip
+    def __init__(
+        self, host: str, shell: Shell, options: SlurmOptions | None = None, via_executor: Any = None
+    ) -> None:
         self.host = host
         self.shell = shell
         self.options = options or SlurmOptions()
         self.command_counts: Counter[str] = Counter()  # every command issued, by name
         self.round_commands: list[int] = []  # Slurm commands of each poll round
         self._via = via_executor
-        self._budget = _Budget(self.COMMANDS_PER_S, self.COMMAND_BURST,
-                               self.MAX_CONCURRENT_COMMANDS)  # fmt: skip
+        self._budget = _Budget(
+            self.COMMANDS_PER_S, self.COMMAND_BURST, self.MAX_CONCURRENT_COMMANDS
+        )
         self._watches: dict[_Key, _Watch] = {}
         self._finished: OrderedDict[_Key, ExitStatus] = OrderedDict()
         self._outputs: dict[_Key, tuple[str, ...]] = {}  # output globs of watched attempts
@@ -173,8 +186,7 @@ class SlurmExecutor:
         via = executors.get(options.via)
         shell = getattr(via, "shell", None)
         if shell is None:
-            raise ExecutorError(f"slurm host '{host.name}': via '{options.via}' is not an "
-                                "ssh host")  # fmt: skip
+            raise ExecutorError(f"slurm host '{host.name}': via '{options.via}' is not an ssh host")
         return cls(host.name, shell, options, via)
 
     # -- the Executor protocol ------------------------------------------------------------
@@ -231,8 +243,13 @@ class SlurmExecutor:
         job_id = handle.job_id or (watch.handle.job_id if watch else None)
         target = [job_id] if job_id else [f"--name={job_tag(*_key(handle))}"]
         result = await self._slurm([*self.SCANCEL, *target])
-        log.info("slurm_cancel", job=handle.job, job_id=job_id, signal=signum,
-                 returncode=result.returncode)  # fmt: skip
+        log.info(
+            "slurm_cancel",
+            job=handle.job,
+            job_id=job_id,
+            signal=signum,
+            returncode=result.returncode,
+        )
         self._nudge()
 
     async def read_log(self, handle: Handle, offset: int) -> bytes:
@@ -255,8 +272,7 @@ class SlurmExecutor:
         handle = self._handle(launch, record.pid, row.job_id if row else None)
         self._watch(handle, run_dir).record = record
         self._outputs[_key(launch)] = launch.outputs
-        log.info("slurm_reattached", job=launch.job, attempt=launch.attempt,
-                 job_id=handle.job_id)  # fmt: skip
+        log.info("slurm_reattached", job=launch.job, attempt=launch.attempt, job_id=handle.job_id)
         return handle
 
     async def close(self) -> None:
@@ -410,8 +426,9 @@ class SlurmExecutor:
     # -- watching -------------------------------------------------------------------------
 
     def _handle(self, launch: Launch, pid: int | None, job_id: str | None) -> Handle:
-        return Handle(launch.workflow_id, launch.job, launch.attempt, launch.run_dir, pid,
-                      self.host, job_id)  # fmt: skip
+        return Handle(
+            launch.workflow_id, launch.job, launch.attempt, launch.run_dir, pid, self.host, job_id
+        )
 
     def _watch(self, handle: Handle, run_dir: str) -> _Watch:
         key = _key(handle)
@@ -508,8 +525,14 @@ class SlurmExecutor:
             self._finished.popitem(last=False)
         if not watch.done.done():
             watch.done.set_result(status)
-        log.info("slurm_finished", job=watch.handle.job, job_id=watch.handle.job_id,
-                 state=row and row.state, code=status.code, reason=status.reason)  # fmt: skip
+        log.info(
+            "slurm_finished",
+            job=watch.handle.job,
+            job_id=watch.handle.job_id,
+            state=row and row.state,
+            code=status.code,
+            reason=status.reason,
+        )
 
     # -- finding jobs by tag --------------------------------------------------------------
 

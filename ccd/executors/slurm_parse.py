@@ -30,16 +30,33 @@ SACCT_FIELDS = "JobID,JobName,State,ExitCode,Reason"
 SINFO_NODE_FORMAT = "%N|%c|%m|%G|%P"
 
 # States after which a job never runs again (with --no-requeue, which ccd always sets).
-TERMINAL_STATES = frozenset({
-    "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
-    "BOOT_FAIL", "DEADLINE", "REVOKED", "SPECIAL_EXIT",
-})  # fmt: skip
+TERMINAL_STATES = frozenset(
+    {
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+        "TIMEOUT",
+        "OUT_OF_MEMORY",
+        "NODE_FAIL",
+        "PREEMPTED",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "REVOKED",
+        "SPECIAL_EXIT",
+    }
+)
 # Pending reasons that mean the job as submitted can never start (more CPUs or nodes than the
 # partition has, an unknown account...): ccd cancels it and fails the attempt.
-NEVER_STARTS = frozenset({
-    "PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "BadConstraints",
-    "InvalidAccount", "InvalidQOS",
-})  # fmt: skip
+NEVER_STARTS = frozenset(
+    {
+        "PartitionConfig",
+        "PartitionNodeLimit",
+        "PartitionTimeLimit",
+        "BadConstraints",
+        "InvalidAccount",
+        "InvalidQOS",
+    }
+)
 # Terminal states that are not the job's own doing: the reason ccd records.
 REASON_BY_STATE = {
     "TIMEOUT": "timeout",
@@ -87,10 +104,16 @@ def effective_resources(launch: Launch, options: SlurmOptions) -> Resources:
 def sbatch_lines(res: Resources) -> list[str]:
     """The ``#SBATCH`` options for ``res`` (validated names and numbers only)."""
     opts: list[str] = []
-    for flag, value in (("--partition", res.partition), ("--account", res.account),
-                        ("--qos", res.qos), ("--nodes", res.nodes), ("--ntasks", res.ntasks),
-                        ("--cpus-per-task", res.cpus), ("--gpus", res.gpus),
-                        ("--constraint", res.constraint)):  # fmt: skip
+    for flag, value in (
+        ("--partition", res.partition),
+        ("--account", res.account),
+        ("--qos", res.qos),
+        ("--nodes", res.nodes),
+        ("--ntasks", res.ntasks),
+        ("--cpus-per-task", res.cpus),
+        ("--gpus", res.gpus),
+        ("--constraint", res.constraint),
+    ):
         if value is not None:
             opts.append(f"{flag}={value}")
     if res.mem_kib is not None:
@@ -113,8 +136,13 @@ def render_batch(
         "--no-requeue",  # ccd retries by its own policy; a requeued attempt must not rerun
         *sbatch_lines(effective_resources(launch, options)),
     ]
-    env = {**launch.env, "CCD_WORKFLOW": launch.workflow_id, "CCD_JOB": launch.job,
-           "CCD_ATTEMPT": str(launch.attempt), "CCD_RUN_DIR": run_dir}  # fmt: skip
+    env = {
+        **launch.env,
+        "CCD_WORKFLOW": launch.workflow_id,
+        "CCD_JOB": launch.job,
+        "CCD_ATTEMPT": str(launch.attempt),
+        "CCD_RUN_DIR": run_dir,
+    }
     bad = [name for name in env if not _ENV_NAME_RE.match(name)]
     if bad:
         raise ExecutorError(f"invalid environment variable name(s): {', '.join(bad)}")
@@ -331,9 +359,12 @@ def parse_sinfo_nodes(text: str) -> list[NodeInfo]:
         gpu = _GPU_GRES_RE.search(gres)
         seen = nodes[name].partitions if name in nodes else ()
         nodes[name] = NodeInfo(
-            name, int(cpus), int(mem) if mem.isdigit() else 0,
-            int(gpu.group(1)) if gpu else 0, (*seen, partition.rstrip("*")),
-        )  # fmt: skip
+            name,
+            int(cpus),
+            int(mem) if mem.isdigit() else 0,
+            int(gpu.group(1)) if gpu else 0,
+            (*seen, partition.rstrip("*")),
+        )
     return list(nodes.values())
 
 
@@ -361,8 +392,10 @@ def limit_problems(
         problems.append(f"{where} is {partition.state}")
     limit = partition.max_time_s
     if resources.time_s is not None and limit is not None and resources.time_s > limit:
-        problems.append(f"time {format_walltime(resources.time_s)} exceeds {where}'s "
-                        f"MaxTime {format_walltime(limit)}")  # fmt: skip
+        problems.append(
+            f"time {format_walltime(resources.time_s)} exceeds {where}'s "
+            f"MaxTime {format_walltime(limit)}"
+        )
     members = [n for n in nodes if partition.name in n.partitions]
     problems += _node_count_problems(resources, partition, len(members), where)
     problems += _per_node_problems(resources, partition, members, where)
@@ -395,8 +428,9 @@ def _per_node_problems(
     if partition.max_mem_per_node_mib is not None:
         max_mem_mib = min(max_mem_mib, partition.max_mem_per_node_mib)
     if resources.mem_kib is not None and resources.mem_kib > max_mem_mib * 1024:
-        problems.append(f"mem {resources.mem_kib // 1024}M: no node of {where} has more "
-                        f"than {max_mem_mib}M")  # fmt: skip
+        problems.append(
+            f"mem {resources.mem_kib // 1024}M: no node of {where} has more than {max_mem_mib}M"
+        )
     max_gpus = max((n.gpus for n in members), default=0)
     per_node_gpus = -(-resources.gpus // (resources.nodes or 1)) if resources.gpus else 0
     if per_node_gpus > max_gpus:

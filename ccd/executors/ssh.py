@@ -266,8 +266,10 @@ class SshConnection:
     def _reason(self, err: BaseException) -> str:
         if isinstance(err, asyncssh.HostKeyNotVerifiable):
             known = self.opts.known_hosts or "~/.ssh/known_hosts"
-            return (f"{self.where}: host key not verified ({err.reason}): add the host's key "
-                    f"to {known}, or set insecure_skip_host_key_check explicitly")  # fmt: skip
+            return (
+                f"{self.where}: host key not verified ({err.reason}): add the host's key "
+                f"to {known}, or set insecure_skip_host_key_check explicitly"
+            )
         if isinstance(err, asyncssh.PermissionDenied):
             return f"{self.where}: permission denied (check user and identity)"
         if isinstance(err, TimeoutError):
@@ -314,8 +316,9 @@ class SshShell:
         await self._conn.sftp(write)
 
     async def read_file(self, path: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
-        return await self._conn.sftp(lambda sftp: _read(sftp, self._conn.expand(path), offset,
-                                                        limit))  # fmt: skip
+        return await self._conn.sftp(
+            lambda sftp: _read(sftp, self._conn.expand(path), offset, limit)
+        )
 
 
 async def _read(sftp: asyncssh.SFTPClient, path: str, offset: int, limit: int) -> bytes:
@@ -459,8 +462,9 @@ class SshExecutor:
         await self.conn.close()
 
     def _handle(self, launch: Launch, pid: int | None) -> Handle:
-        return Handle(launch.workflow_id, launch.job, launch.attempt, launch.run_dir, pid,
-                      self.host)  # fmt: skip
+        return Handle(
+            launch.workflow_id, launch.job, launch.attempt, launch.run_dir, pid, self.host
+        )
 
     async def _launch_batch(self, batch: list[RemoteLaunch]) -> list[Launched]:
         """One command starts the batch; run again whole if the connection drops (the

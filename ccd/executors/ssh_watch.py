@@ -21,6 +21,7 @@ from ccd.executors.ssh_remote import PollItem, PollResult
 
 log = structlog.get_logger("ccd.executors.ssh")
 
+
 class Disconnected(ExecutorError):
     """The connection to a host dropped under a command (retry once it is back)."""
 

@@ -72,9 +72,10 @@ def create_app(engine: Engine, *, started_at: float, max_request_bytes: int) -> 
         if workflow is not None:
             await engine.store.get_workflow(workflow)  # 404 now, before the stream starts
         return StreamingResponse(
-            streams.follow(workflow), media_type="text/event-stream",
+            streams.follow(workflow),
+            media_type="text/event-stream",
             headers={"Cache-Control": "no-store"},
-        )  # fmt: skip
+        )
 
     return app
 
@@ -102,11 +103,17 @@ def _add_read_routes(app: FastAPI, engine: Engine, started_at: float) -> None:
         records = await engine.list_workflows()
         return {
             "workflows": [
-                {"id": w.id, "name": w.name, "state": w.state, "source": w.source,
-                 "created_at": w.created_at, "updated_at": w.updated_at}
+                {
+                    "id": w.id,
+                    "name": w.name,
+                    "state": w.state,
+                    "source": w.source,
+                    "created_at": w.created_at,
+                    "updated_at": w.updated_at,
+                }
                 for w in records
             ]
-        }  # fmt: skip
+        }
 
     @app.get("/workflows/{workflow_id}")
     async def status(workflow_id: str) -> dict[str, Any]:
@@ -169,10 +176,16 @@ def _add_control_routes(app: FastAPI, engine: Engine) -> None:
 
 def _attempt_json(a: Any) -> dict[str, Any]:
     return {
-        "attempt": a.attempt, "host": a.host, "run_dir": a.run_dir, "pid": a.pid,
-        "started_at": a.started_at, "ended_at": a.ended_at, "exit_code": a.exit_code,
-        "signal": a.signal, "reason": a.reason,
-    }  # fmt: skip
+        "attempt": a.attempt,
+        "host": a.host,
+        "run_dir": a.run_dir,
+        "pid": a.pid,
+        "started_at": a.started_at,
+        "ended_at": a.ended_at,
+        "exit_code": a.exit_code,
+        "signal": a.signal,
+        "reason": a.reason,
+    }
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -242,9 +255,15 @@ class _EventStreams:
                     yield ": keepalive\n\n"  # also how a vanished client is noticed
                     continue
                 yield _sse(
-                    {"workflow": event.workflow_id, "job": event.job, "state": event.state,
-                     "at": event.at, "reason": event.reason, "progress": event.progress}
-                )  # fmt: skip
+                    {
+                        "workflow": event.workflow_id,
+                        "job": event.job,
+                        "state": event.state,
+                        "at": event.at,
+                        "reason": event.reason,
+                        "progress": event.progress,
+                    }
+                )
         finally:
             unsubscribe()
 

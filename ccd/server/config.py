@@ -63,10 +63,13 @@ class _Loader(yaml.SafeLoader):
 
 _BASE_60 = re.compile(r"[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$")
 _Loader.yaml_implicit_resolvers = {
-    first: [("tag:yaml.org,2002:str", _BASE_60), *resolvers] if first in "+-0123456789"
-    else list(resolvers)
+    first: (
+        [("tag:yaml.org,2002:str", _BASE_60), *resolvers]
+        if first in "+-0123456789"
+        else list(resolvers)
+    )
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}  # fmt: skip
+}
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -101,10 +104,11 @@ def _build(data: dict[str, Any], where: str, state_dir: Path | None, socket: Pat
         socket=sock,
         hosts=_hosts(_mapping(data, "hosts", where), where),
         limits=_limits(_mapping(data, "limits", where), where),
-        max_request_bytes=_count(data.get("max_request_bytes", 16 << 20), where,
-                                 "max_request_bytes"),
+        max_request_bytes=_count(
+            data.get("max_request_bytes", 16 << 20), where, "max_request_bytes"
+        ),
         shutdown_grace_s=_seconds(data.get("shutdown_grace_s", 5.0), where, "shutdown_grace_s"),
-    )  # fmt: skip
+    )
 
 
 def _limits(data: dict[str, Any], where: str) -> LimitsConfig:
@@ -130,8 +134,10 @@ def _hosts(data: dict[str, Any], where: str) -> dict[str, HostSpec]:
     for name, host in hosts.items():  # a slurm host reaches its cluster through an ssh host
         via = host.options.via if isinstance(host.options, SlurmOptions) else LOCAL_HOST
         if via != LOCAL_HOST and (via not in hosts or hosts[via].type != "ssh"):
-            raise ConfigError(f"{where}: field 'hosts.{name}.via': '{via}' is not "
-                              f"'{LOCAL_HOST}' or an ssh host of this file")  # fmt: skip
+            raise ConfigError(
+                f"{where}: field 'hosts.{name}.via': '{via}' is not "
+                f"'{LOCAL_HOST}' or an ssh host of this file"
+            )
     return hosts
 
 
@@ -139,8 +145,10 @@ def _host(name: str, entry: dict[str, Any], where: str) -> HostSpec:
     prefix = f"hosts.{name}."
     host_type = entry.get("type", "local")
     if host_type not in HOST_TYPES:
-        raise ConfigError(f"{where}: field '{prefix}type': unknown type '{host_type}' "
-                          f"(use {', '.join(HOST_TYPES)})")  # fmt: skip
+        raise ConfigError(
+            f"{where}: field '{prefix}type': unknown type '{host_type}' "
+            f"(use {', '.join(HOST_TYPES)})"
+        )
     if name == LOCAL_HOST and host_type != "local":
         raise ConfigError(f"{where}: field '{prefix}type': the host 'local' is always local")
     _check_fields(entry, {"type", "max_jobs", *OPTION_FIELDS[host_type]}, where, prefix)
@@ -152,12 +160,14 @@ def _host(name: str, entry: dict[str, Any], where: str) -> HostSpec:
         _check_fields(values["resources"], set(RESOURCE_FIELDS), where, f"{prefix}resources.")
     if host_type == "local":
         return HostSpec(name, host_type, max_jobs)
-    options = SshOptions.from_mapping(name, values) if host_type == "ssh" else (
-        SlurmOptions.from_mapping(values))  # fmt: skip
+    if host_type == "ssh":
+        options: SshOptions | SlurmOptions | list[str] = SshOptions.from_mapping(name, values)
+    else:
+        options = SlurmOptions.from_mapping(values)
     if isinstance(options, list):  # the first problem, as every config error is one line
         path, message = split_problem(options[0])
-        raise ConfigError(f"{where}: field '{prefix}{path}': {message}" if path else
-                          f"{where}: host '{name}': {message}")  # fmt: skip
+        what = f"field '{prefix}{path}'" if path else f"host '{name}'"
+        raise ConfigError(f"{where}: {what}: {message}")
     return HostSpec(name, host_type, max_jobs, options)
 
 

@@ -76,9 +76,13 @@ class Daemon:
             self._engine, started_at=time.time(), max_request_bytes=self.config.max_request_bytes
         )
         server_config = uvicorn.Config(
-            app, http=PeerCheckedH11Protocol, lifespan="off", log_config=None,
-            access_log=False, timeout_graceful_shutdown=max(1, round(self.config.shutdown_grace_s)),
-        )  # fmt: skip
+            app,
+            http=PeerCheckedH11Protocol,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=max(1, round(self.config.shutdown_grace_s)),
+        )
         # Server.serve() would install its own signal handlers; start it piecewise instead.
         server_config.load()
         server = uvicorn.Server(server_config)
@@ -152,10 +156,12 @@ class Daemon:
 def _limits(config: Config) -> Limits:
     lim = config.limits
     return Limits(
-        max_jobs=lim.max_jobs, retry_backoff_s=lim.retry_backoff_s,
-        retry_backoff_max_s=lim.retry_backoff_max_s, kill_grace_s=lim.kill_grace_s,
+        max_jobs=lim.max_jobs,
+        retry_backoff_s=lim.retry_backoff_s,
+        retry_backoff_max_s=lim.retry_backoff_max_s,
+        kill_grace_s=lim.kill_grace_s,
         progress_interval_s=lim.progress_interval_s,
-    )  # fmt: skip
+    )
 
 
 def _lock_state_dir(state_dir: Path, socket_path: Path) -> IO[str]:

@@ -110,9 +110,7 @@ def default_name(source: Path) -> str:
 
 def check_name(ctx: Ctx, name: str, line: int, what: str) -> None:
     if not valid_name(name):
-        ctx.add(
-            line, f"invalid {what} name '{name}': {NAME_RULE}", name if what == "job" else None
-        )
+        ctx.add(line, f"invalid {what} name '{name}': {NAME_RULE}", name if what == "job" else None)
 
 
 # --- checks both formats make ----------------------------------------------------------------
@@ -259,8 +257,11 @@ def as_inputs(node: Node, base_dir: Path) -> tuple[str, ...]:
         if not path.is_file():
             raise Bad(f"input is not a file: {path}", item.line)
         if paths.get(path.name, path) != path:
-            raise Bad(f"inputs {paths[path.name]} and {path} would both be '{path.name}' in the "
-                      "run directory", item.line)  # fmt: skip
+            raise Bad(
+                f"inputs {paths[path.name]} and {path} would both be '{path.name}' in the "
+                "run directory",
+                item.line,
+            )
         paths[path.name] = path
     return tuple(str(path) for path in paths.values())
 
@@ -305,8 +306,10 @@ def as_on_retry(node: Node) -> Mapping[str, float]:
             raise Bad(unknown("unknown field", key, ("mem", "time")), line)
         match = _FACTOR_RE.fullmatch(as_scalar(value, "a factor").strip())
         if match is None or float(match.group(1) or match.group(2)) < 1:
-            raise Bad(f"'{key}': expected a factor >= 1 like x2, 2x or 1.5, got "
-                      f"{describe(value)}", value.line)  # fmt: skip
+            raise Bad(
+                f"'{key}': expected a factor >= 1 like x2, 2x or 1.5, got {describe(value)}",
+                value.line,
+            )
         factors[key] = float(match.group(1) or match.group(2))
     return MappingProxyType(factors)
 

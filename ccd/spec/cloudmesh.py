@@ -44,10 +44,28 @@ _NODE_FIELDS = frozenset({"kind", "exec", "script", "host", "user"})  # host, us
 # cloudmesh-cc's bookkeeping and display fields (its Graph, Workflow.add_job and Job
 # classes): accepted and ignored, so files it wrote load unchanged.
 _IGNORED = (
-    "name", "label", "label_format", "format", "number", "status", "progress",
-    "created", "modified", "pid", "venv", "instance", "parent", "shape", "style", "directory",
-    "output", "filetype", "tstart", "tend", "workflow_name",
-)  # fmt: skip
+    "name",
+    "label",
+    "label_format",
+    "format",
+    "number",
+    "status",
+    "progress",
+    "created",
+    "modified",
+    "pid",
+    "venv",
+    "instance",
+    "parent",
+    "shape",
+    "style",
+    "directory",
+    "output",
+    "filetype",
+    "tstart",
+    "tend",
+    "workflow_name",
+)
 _LATER_KINDS = ("slurm", "lsf", "wsl")
 _PROBE = (".sh", ".py", ".ipynb")
 

@@ -17,8 +17,19 @@ from typing import Any
 # The classes of failure a retry policy can name (see `retry_on`).
 FAILURE_CLASSES = ("exit", "signal", "timeout", "out_of_memory", "node_fail", "preempted", "lost")
 # The keys of a `resources:` mapping (`mem` and `time` become `mem_kib` and `time_s`).
-RESOURCE_FIELDS = ("cpus", "mem", "time", "gpus", "nodes", "ntasks", "partition", "account",
-                   "qos", "constraint", "sbatch_args")  # fmt: skip
+RESOURCE_FIELDS = (
+    "cpus",
+    "mem",
+    "time",
+    "gpus",
+    "nodes",
+    "ntasks",
+    "partition",
+    "account",
+    "qos",
+    "constraint",
+    "sbatch_args",
+)
 
 _MEM_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:([KMGT])(?:i?B)?)?", re.IGNORECASE)
 _MEM_UNITS = {"": 1, "K": 1, "M": 1024, "G": 1024**2, "T": 1024**3}  # in KiB
@@ -30,8 +41,19 @@ _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # submitted (an array, another cluster, a blocking or dry-run submit, a requeue that ccd's
 # --no-requeue is there to prevent). sbatch takes any unambiguous prefix of a long option
 # (`--job=x`) and bundled short ones (`-vJx`).
-_RESERVED_LONG = ("--parsable", "--job-name", "--output", "--error", "--chdir", "--wrap",
-                  "--array", "--clusters", "--wait", "--test-only", "--requeue")  # fmt: skip
+_RESERVED_LONG = (
+    "--parsable",
+    "--job-name",
+    "--output",
+    "--error",
+    "--chdir",
+    "--wrap",
+    "--array",
+    "--clusters",
+    "--wait",
+    "--test-only",
+    "--requeue",
+)
 _RESERVED_SHORT = frozenset("JoeDaMW")
 _FLAG_SHORT = frozenset("hHkOQsvV")  # sbatch's short options that take no value
 _SAFE_ARG_RE = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")  # fullmatch: no shell text, no newline
@@ -233,11 +255,14 @@ def _sbatch_args(value: Any, problems: list[str]) -> tuple[str, ...]:
         return ()
     for arg in value:
         if not _SAFE_ARG_RE.fullmatch(arg):
-            problems.append(f"field 'sbatch_args': '{arg}' has characters outside "
-                            "[A-Za-z0-9_@%+=:,./-]")  # fmt: skip
+            problems.append(
+                f"field 'sbatch_args': '{arg}' has characters outside [A-Za-z0-9_@%+=:,./-]"
+            )
         elif not arg.startswith("-") or arg == "-":
-            problems.append(f"field 'sbatch_args': '{arg}' is not an option; give values "
-                            "joined to their option: --partition=gpu, -pgpu")  # fmt: skip
+            problems.append(
+                f"field 'sbatch_args': '{arg}' is not an option; give values "
+                "joined to their option: --partition=gpu, -pgpu"
+            )
         elif _reserved(arg):
             problems.append(f"field 'sbatch_args': '{arg}' is set by ccd itself")
     return tuple(value)

@@ -20,11 +20,13 @@ ScriptKind = Literal["shell", "sh", "py", "ipynb"]  # "shell": an inline `run:` 
 LOCAL_HOST = "local"
 HOST_TYPES = ("local", "ssh", "slurm")
 # The fields of a host entry besides `type` and `max_jobs`, by type.
-OPTION_FIELDS: Mapping[str, frozenset[str]] = MappingProxyType({
-    "local": frozenset(),
-    "ssh": frozenset(f.name for f in fields(SshOptions)),
-    "slurm": frozenset(f.name for f in fields(SlurmOptions)),
-})  # fmt: skip
+OPTION_FIELDS: Mapping[str, frozenset[str]] = MappingProxyType(
+    {
+        "local": frozenset(),
+        "ssh": frozenset(f.name for f in fields(SshOptions)),
+        "slurm": frozenset(f.name for f in fields(SlurmOptions)),
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -221,8 +221,13 @@ def _job(
     if not isinstance(body, Map) and not is_null(body):
         return JobSpec(name, "shell", line=line)  # reported; a placeholder saves more noise
     kind, run, script = _command(reader, line, fields)
-    options: dict[str, Any] = {"host": d.host, "retries": d.retries, "python": d.python,
-                               "retry_on": d.retry_on, "on_retry": d.on_retry}  # fmt: skip
+    options: dict[str, Any] = {
+        "host": d.host,
+        "retries": d.retries,
+        "python": d.python,
+        "retry_on": d.retry_on,
+        "on_retry": d.on_retry,
+    }
     options["timeout_s"] = d.timeout_s if "timeout" not in fields else None
     for key in fields:  # only what is there (in file order): the 100k-job path
         if key in _JOB_OPTIONS:
@@ -251,8 +256,9 @@ def _resources(
     if host is None or host.type != "slurm":
         if own is not None and host is not None:
             message = "only jobs on a slurm host take resources"
-            reader.add(fields["resources"].line, f"{message} ('{host.name}' is {host.type})",
-                       "resources")  # fmt: skip
+            reader.add(
+                fields["resources"].line, f"{message} ('{host.name}' is {host.type})", "resources"
+            )
         return None
     if own is None or default is None:
         return default if own is None else own

@@ -83,8 +83,12 @@ class Sshd:
 
     def connection_pids(self) -> list[int]:
         """The per-connection sshd processes (children of the listener)."""
-        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.listener_pid())],
-                             capture_output=True, text=True, check=False)  # fmt: skip
+        out = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(self.listener_pid())],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         return [int(p) for p in out.stdout.split()]
 
     def stop(self) -> None:
@@ -96,9 +100,16 @@ class Sshd:
 
 def _script(name: str, directory: Path, port: int) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, SSHD_UP_PORT=str(port))
-    return subprocess.run(["bash", str(INFRA / name), str(directory)], env=env,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=180, check=True, start_new_session=True)  # fmt: skip
+    return subprocess.run(
+        ["bash", str(INFRA / name), str(directory)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+        start_new_session=True,
+    )
 
 
 _PORTS_TO_TRY = 64
@@ -206,8 +217,11 @@ def peer_user() -> str:
             pass
         # Another test worker may be adding it at the same moment (useradd then fails to
         # lock /etc/passwd): try again until it exists.
-        subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                        PEER_USER], check=False, capture_output=True)  # fmt: skip
+        subprocess.run(
+            ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", PEER_USER],
+            check=False,
+            capture_output=True,
+        )
         if time.monotonic() > deadline:
             pytest.fail(f"could not create the user {PEER_USER}")
 

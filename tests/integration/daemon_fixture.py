@@ -37,8 +37,15 @@ class DaemonProcess:
         self.stderr_path = root / "ccd.stderr"
 
     def argv(self) -> list[str]:
-        argv = [sys.executable, "-m", "ccd", "--state-dir", str(self.state_dir),
-                "--socket", str(self.socket)]  # fmt: skip
+        argv = [
+            sys.executable,
+            "-m",
+            "ccd",
+            "--state-dir",
+            str(self.state_dir),
+            "--socket",
+            str(self.socket),
+        ]
         if self.config is not None:
             argv += ["--config", str(self.config)]
         return argv
@@ -74,10 +81,21 @@ class DaemonProcess:
 
     def ccctl_popen(self, *args: str) -> subprocess.Popen[str]:
         env = dict(os.environ, CCD_SOCKET=str(self.socket))
-        return subprocess.Popen([sys.executable, "-m", "cli", *args], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+        return subprocess.Popen(
+            [sys.executable, "-m", "cli", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
 
     def ccctl(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
         env = dict(os.environ, CCD_SOCKET=str(self.socket))
-        return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True,
-                              text=True, env=env, check=check, timeout=120)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-m", "cli", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=check,
+            timeout=120,
+        )

@@ -14,8 +14,18 @@ BENCH = Path(ccd.__file__).resolve().parent.parent / "bench" / "engine_bench.py"
 
 
 def test_engine_bench_runs_every_runner_on_every_shape(tmp_path: Path) -> None:
-    argv = [sys.executable, str(BENCH), "--sizes", "20", "--repeat", "1", "--load-jobs", "0",
-            "--tmp-dir", str(tmp_path)]  # fmt: skip
+    argv = [
+        sys.executable,
+        str(BENCH),
+        "--sizes",
+        "20",
+        "--repeat",
+        "1",
+        "--load-jobs",
+        "0",
+        "--tmp-dir",
+        str(tmp_path),
+    ]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()

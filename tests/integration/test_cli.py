@@ -141,8 +141,11 @@ def _run_in_background(path: Path, state: Path) -> subprocess.Popen[str]:
     """`ccctl run`, as a process to signal and read from while it runs."""
     return subprocess.Popen(
         [sys.executable, "-m", "cli", "run", str(path), "--state-dir", str(state)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
 
 
 def test_ctrl_c_cancels_and_kills_process_groups(write_workflow, tmp_path: Path) -> None:
@@ -186,12 +189,15 @@ def test_ctrl_c_while_submitting_leaves_no_running_workflow(write_workflow, tmp_
 
 def test_dry_run_shows_commands_and_runs_nothing(write_workflow, tmp_path: Path) -> None:
     marker = tmp_path / "ran"
-    path = write_workflow(f"""
+    path = write_workflow(
+        f"""
         jobs:
           a: {{run: 'touch {marker}'}}
           b: {{script: b.py, args: ["--n", "2"], needs: [a]}}
           c: {{run: 'touch {marker} && echo $HOME'}}
-    """, **{"b.py": "print('b')\n"})  # fmt: skip
+    """,
+        **{"b.py": "print('b')\n"},
+    )
     code, out, _ = ccctl("run", path, "--dry-run", "--state-dir", tmp_path / "state")
     assert code == 0
     assert f"== a (host local)\n$ touch {marker}\n" in out  # needs no shell: run without
@@ -213,11 +219,15 @@ def test_unusable_paths_are_one_line_errors(write_workflow, tmp_path: Path) -> N
     (corrupt / "ccd.db").write_text("this is no database " * 20)
     cases = [
         (("run", path, "--state-dir", afile / "sub"), f"error: {afile / 'sub'}: Not a directory"),
-        (("run", path, "--state-dir", corrupt),
-         f"error: {corrupt / 'ccd.db'}: file is not a database"),
-        (("graph", path, "-o", tmp_path / "no" / "g.dot"),
-         f"error: {tmp_path / 'no' / 'g.dot'}: No such file or directory"),
-    ]  # fmt: skip
+        (
+            ("run", path, "--state-dir", corrupt),
+            f"error: {corrupt / 'ccd.db'}: file is not a database",
+        ),
+        (
+            ("graph", path, "-o", tmp_path / "no" / "g.dot"),
+            f"error: {tmp_path / 'no' / 'g.dot'}: No such file or directory",
+        ),
+    ]
     missing = tmp_path / "missing.yaml"
     code, _, err = ccctl("graph", missing, "-o", tmp_path / "g.dot")  # a file, not a daemon's id
     assert (code, err.startswith(f"{missing}: cannot read workflow file")) == (2, True), err
@@ -237,7 +247,7 @@ def test_run_says_when_a_host_it_needs_is_unreachable(write_workflow, tmp_path: 
         jobs:
           here: {{run: 'true'}}
           there: {{host: lab, run: 'true'}}
-    """)  # fmt: skip
+    """)
     proc = _run_in_background(path, tmp_path / "state")
     try:
         assert proc.stderr is not None

@@ -192,8 +192,9 @@ def test_two_workflows_share_the_host_limit(tmp_path: Path) -> None:
     active.mkdir()
     me = f"{active}/$CCD_WORKFLOW.$CCD_JOB"
     job = f"touch {me}; ls {active} | wc -l >> {tmp_path}/counts; sleep 0.2; rm {me}"
-    wf = write(tmp_path / "wf.yaml", "jobs:\n" + "".join(
-        f"  j{i}: {{run: '{job}'}}\n" for i in range(4)))  # fmt: skip
+    wf = write(
+        tmp_path / "wf.yaml", "jobs:\n" + "".join(f"  j{i}: {{run: '{job}'}}\n" for i in range(4))
+    )
     d = DaemonProcess(tmp_path, config).start()
     try:
         ids = [d.client.submit(wf), d.client.submit(wf)]
@@ -206,22 +207,36 @@ def test_two_workflows_share_the_host_limit(tmp_path: Path) -> None:
 
 def test_malformed_and_oversized_requests_get_4xx(daemon: DaemonProcess) -> None:
     cases = [
-        (b"POST /workflows HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-         b"Content-Length: 9\r\n\r\n{not json", 400),
-        (b"POST /workflows HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-         b"Content-Length: 2\r\n\r\n{}", 400),
-        (b"POST /workflows HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-         b"Content-Length: 60\r\n\r\n" + json.dumps({"yaml": "jobs: [", "source": "x",
-                                                    "base_dir": "/"}).ljust(60).encode(), 422),
+        (
+            b"POST /workflows HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 9\r\n\r\n{not json",
+            400,
+        ),
+        (
+            b"POST /workflows HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 2\r\n\r\n{}",
+            400,
+        ),
+        (
+            b"POST /workflows HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 60\r\n\r\n"
+            + json.dumps({"yaml": "jobs: [", "source": "x", "base_dir": "/"}).ljust(60).encode(),
+            422,
+        ),
         (b"GET /workflows/nope HTTP/1.1\r\nHost: x\r\n\r\n", 404),
         (b"GET /workflows/x/jobs/y/log?offset=-1 HTTP/1.1\r\nHost: x\r\n\r\n", 400),
-        (b"GET /workflows/x/jobs/y/log?offset=99999999999999999999999 HTTP/1.1\r\n"
-         b"Host: x\r\n\r\n", 400),
-        (b"GET /workflows/x/jobs/y/log?offset=9223372036854775807 HTTP/1.1\r\n"
-         b"Host: x\r\n\r\n", 400),
+        (
+            b"GET /workflows/x/jobs/y/log?offset=99999999999999999999999 HTTP/1.1\r\n"
+            b"Host: x\r\n\r\n",
+            400,
+        ),
+        (
+            b"GET /workflows/x/jobs/y/log?offset=9223372036854775807 HTTP/1.1\r\nHost: x\r\n\r\n",
+            400,
+        ),
         (b"POST /workflows HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n", 413),
         (b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", 200),
-    ]  # fmt: skip
+    ]
     for raw, expected in cases:
         assert _raw_status(daemon.socket, raw) == expected, raw[:60]
     # A body larger than the limit, sent without a length header (chunked): also 413.
@@ -238,20 +253,24 @@ def test_malformed_and_oversized_requests_get_4xx(daemon: DaemonProcess) -> None
 
 
 def test_every_error_body_is_one_json_message(daemon: DaemonProcess) -> None:
-    for raw in (b"GET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-                b"PUT /workflows HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                b"Content-Length: 0\r\n\r\n"):  # fmt: skip
+    for raw in (
+        b"GET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"PUT /workflows HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+    ):
         body = json.loads(_raw_body(daemon.socket, raw))
         assert set(body) == {"error"} and body["error"], body
 
 
 def test_log_of_a_job_that_has_none_says_why(daemon: DaemonProcess, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
-    wf = write(tmp_path / "wf.yaml", f"""
+    wf = write(
+        tmp_path / "wf.yaml",
+        f"""
         jobs:
           a: {{run: 'while [ ! -e {gate} ]; do sleep 0.05; done; sleep 2'}}
           b: {{run: 'echo b ran', needs: [a]}}
-    """)  # fmt: skip
+    """,
+    )
     wf_id = daemon.client.submit(wf)
     try:
         unknown = daemon.ccctl("logs", wf_id, "nosuch")
@@ -272,13 +291,16 @@ def test_log_of_a_job_that_has_none_says_why(daemon: DaemonProcess, tmp_path: Pa
 def test_submit_of_a_file_the_daemon_cannot_run_writes_nothing(
     daemon: DaemonProcess, tmp_path: Path
 ) -> None:
-    own_host = write(tmp_path / "hosts.yaml", """
+    own_host = write(
+        tmp_path / "hosts.yaml",
+        """
         hosts:
           pool: {type: local, max_jobs: 2}
         jobs:
           a: {run: 'true'}
           b: {host: pool, run: 'true'}
-    """)  # fmt: skip
+    """,
+    )
     refused = daemon.ccctl("submit", str(own_host))
     assert refused.returncode == 2, refused.stderr
     assert refused.stderr.strip() == (
@@ -311,8 +333,11 @@ def _raw_status(path: Path, request: bytes) -> int:
 
 
 def test_openapi_document_describes_the_api(daemon: DaemonProcess) -> None:
-    doc = json.loads(_raw_body(daemon.socket, b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n"
-                               b"Connection: close\r\n\r\n"))  # fmt: skip
+    doc = json.loads(
+        _raw_body(
+            daemon.socket, b"GET /openapi.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+    )
     paths = doc["paths"]
     assert {
         "/health",
@@ -323,7 +348,7 @@ def test_openapi_document_describes_the_api(daemon: DaemonProcess) -> None:
         "/workflows/{workflow_id}/retry",
     } <= set(paths)
     assert "post" in paths["/workflows"] and "delete" in paths["/workflows/{workflow_id}"]
-    assert not any(op in paths[p] for p in paths for op in ("put", "patch"))  # fmt: skip
+    assert not any(op in paths[p] for p in paths for op in ("put", "patch"))
     state_changing = {"/workflows/{workflow_id}/cancel", "/workflows/{workflow_id}/retry"}
     assert all(set(paths[p]) == {"post"} for p in state_changing)
 
@@ -350,8 +375,15 @@ def test_a_socket_another_daemon_serves_is_not_taken_over(
     daemon: DaemonProcess, tmp_path: Path
 ) -> None:
     other = tmp_path / "other"
-    argv = [sys.executable, "-m", "ccd", "--state-dir", str(other / "state"),
-            "--socket", str(daemon.socket)]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "ccd",
+        "--state-dir",
+        str(other / "state"),
+        "--socket",
+        str(daemon.socket),
+    ]
     second = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     assert second.returncode == 1
     assert second.stderr.strip().splitlines()[-1] == (
@@ -369,8 +401,15 @@ def test_a_socket_another_daemon_serves_is_not_taken_over(
 def test_startup_errors_are_one_line(tmp_path: Path) -> None:
     afile = tmp_path / "afile"
     afile.write_text("")
-    argv = [sys.executable, "-m", "ccd", "--state-dir", str(afile / "state"),
-            "--socket", str(tmp_path / "s.sock")]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "ccd",
+        "--state-dir",
+        str(afile / "state"),
+        "--socket",
+        str(tmp_path / "s.sock"),
+    ]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     assert done.returncode == 1
     assert done.stderr.strip() == f"ccd: {afile / 'state'}: Not a directory"
@@ -383,8 +422,9 @@ def test_socket_is_private(daemon: DaemonProcess) -> None:
 
 def test_client_without_daemon_says_how_to_start_it(tmp_path: Path) -> None:
     env = dict(os.environ, CCD_SOCKET=str(tmp_path / "none.sock"))
-    result = subprocess.run([sys.executable, "-m", "cli", "status"], capture_output=True,
-                            text=True, env=env, timeout=30)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", "status"], capture_output=True, text=True, env=env, timeout=30
+    )
     assert result.returncode == 1
     assert "ccd is not running" in result.stderr and "systemctl --user start ccd" in result.stderr
 
@@ -460,10 +500,13 @@ def test_cancel_requested_before_a_restart_is_carried_out_after_it(tmp_path: Pat
     before the SIGKILL: the daemon that comes back must still kill it."""
     config = write(tmp_path / "ccd.yaml", "limits: {kill_grace_s: 60}\n")
     pids = tmp_path / "pids"
-    wf = write(tmp_path / "wf.yaml", f"""
+    wf = write(
+        tmp_path / "wf.yaml",
+        f"""
         jobs:
           stubborn: {{run: 'trap "" TERM; echo $$ > {pids}; sleep 300 & wait; wait'}}
-    """)  # fmt: skip
+    """,
+    )
     d = DaemonProcess(tmp_path, config).start()
     try:
         wf_id = d.client.submit(wf)
@@ -485,10 +528,13 @@ def test_cancel_requested_before_a_restart_is_carried_out_after_it(tmp_path: Pat
 
 def test_logs_follow_a_job_across_a_daemon_restart(tmp_path: Path) -> None:
     gate = tmp_path / "gate"
-    wf = write(tmp_path / "wf.yaml", f"""
+    wf = write(
+        tmp_path / "wf.yaml",
+        f"""
         jobs:
           a: {{run: 'echo started; while [ ! -e {gate} ]; do sleep 0.05; done; echo finished'}}
-    """)  # fmt: skip
+    """,
+    )
     d = DaemonProcess(tmp_path).start()
     try:
         wf_id = d.client.submit(wf)

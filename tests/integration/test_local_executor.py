@@ -558,8 +558,14 @@ async def test_shepherd_refuses_another_user(
     handle = await executor.start(running)  # the shepherd listens now
     name = socket_name(str(running.run_dir.parents[2]))
     target = tmp_path / "runs" / "wf" / "evil" / "1"
-    request = {"op": "spawn", "key": "wf/evil/1", "dir": str(target),
-               "argv": ["touch", "pwned"], "env": {}, "files": []}  # fmt: skip
+    request = {
+        "op": "spawn",
+        "key": "wf/evil/1",
+        "dir": str(target),
+        "argv": ["touch", "pwned"],
+        "env": {},
+        "files": [],
+    }
     answer = await asyncio.to_thread(_ask_as, peer_user, address(name), request)
     assert answer == b""  # hung up on without a word
     assert not target.exists()

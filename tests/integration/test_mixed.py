@@ -27,18 +27,26 @@ async def test_local_slurm_ssh_local_chain(sshd: Sshd, slurm: SlurmCluster, tmp_
     hosts = {
         "local": HostSpec("local", "local"),
         "lab": HostSpec("lab", "ssh", max_jobs=2, options=sshd.options(root=sshd.runs)),
-        "hpc": HostSpec("hpc", "slurm", max_jobs=2,
-                        options=SlurmOptions(poll_interval_s=1.0, poll_interval_min_s=0.1)),
-    }  # fmt: skip
+        "hpc": HostSpec(
+            "hpc",
+            "slurm",
+            max_jobs=2,
+            options=SlurmOptions(poll_interval_s=1.0, poll_interval_min_s=0.1),
+        ),
+    }
     jobs = {
         "prepare": JobSpec("prepare", "shell", run="echo local:$CCD_JOB"),
-        "compute": JobSpec("compute", "shell", run='echo "slurm:$SLURM_JOB_ID"',
-                           needs=("prepare",), host="hpc",
-                           resources=Resources(cpus=1, time_s=300)),
-        "post": JobSpec("post", "shell", run="echo ssh:$(id -un)", needs=("compute",),
-                        host="lab"),
+        "compute": JobSpec(
+            "compute",
+            "shell",
+            run='echo "slurm:$SLURM_JOB_ID"',
+            needs=("prepare",),
+            host="hpc",
+            resources=Resources(cpus=1, time_s=300),
+        ),
+        "post": JobSpec("post", "shell", run="echo ssh:$(id -un)", needs=("compute",), host="lab"),
         "report": JobSpec("report", "shell", run=f"echo done > {out}", needs=("post",)),
-    }  # fmt: skip
+    }
     spec = WorkflowSpec("mixed", tmp_path / "mixed.yaml", tmp_path, jobs, hosts)
     engine = await Engine.open(tmp_path / "state", hosts, Limits(progress_interval_s=0.2))
     try:
@@ -76,7 +84,7 @@ def test_dry_run_renders_batch_scripts_and_checks_limits(
         f"#SBATCH --partition={slurm.partition}",
         "#SBATCH --job-name=ccd:",
     ):
-        assert line in ok.stdout, line  # fmt: skip
+        assert line in ok.stdout, line
     assert "!!" not in ok.stdout and not (state / "ccd.db").exists()
 
     too_big = slurm.cpus + 1
@@ -112,5 +120,6 @@ def test_dry_run_json_through_ssh_is_json_only(
 
 
 def _ccctl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True,
-                          text=True, cwd=REPO, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args], capture_output=True, text=True, cwd=REPO, timeout=120
+    )

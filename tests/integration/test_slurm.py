@@ -65,13 +65,28 @@ async def until(predicate: Callable[[], object], what: str, timeout_s: float = D
     assert predicate(), what
 
 
-def launch_in(root: Path, job: str, command: str, attempt: int = 1, wf: str = RUN_ID,
-              resources: Resources | None = None) -> Launch:  # fmt: skip
+def launch_in(
+    root: Path,
+    job: str,
+    command: str,
+    attempt: int = 1,
+    wf: str = RUN_ID,
+    resources: Resources | None = None,
+) -> Launch:
     """An attempt of an inline command; job names are unique within the module, and tags
     across test runs (Slurm remembers finished jobs' names for MinJobAge)."""
     run_dir = root / wf / job / str(attempt)
-    return Launch(wf, job, attempt, run_dir, run_dir / "inline.sh", ("sh", "./inline.sh"), {},
-                  inline=command, resources=resources)  # fmt: skip
+    return Launch(
+        wf,
+        job,
+        attempt,
+        run_dir,
+        run_dir / "inline.sh",
+        ("sh", "./inline.sh"),
+        {},
+        inline=command,
+        resources=resources,
+    )
 
 
 class States:
@@ -84,8 +99,10 @@ class States:
         self.seen.append((handle.job, state, reason))
 
     def has(self, job: str, state: str, reason: str | None = None) -> bool:
-        return any(j == job and s == state and (reason is None or (r or "").startswith(reason))
-                   for j, s, r in self.seen)  # fmt: skip
+        return any(
+            j == job and s == state and (reason is None or (r or "").startswith(reason))
+            for j, s, r in self.seen
+        )
 
 
 @pytest.fixture
@@ -184,8 +201,15 @@ async def test_check_limits_against_the_real_partition(slurm: SlurmCluster) -> N
         pytest.skip("creating a partition needs root")
     shell = LocalShell()
     name = f"ccdlim{os.getpid()}"
-    await run("scontrol", "create", f"PartitionName={name}", "Nodes=ALL", "MaxTime=10",
-              "MaxNodes=1", "State=UP")  # fmt: skip
+    await run(
+        "scontrol",
+        "create",
+        f"PartitionName={name}",
+        "Nodes=ALL",
+        "MaxTime=10",
+        "MaxNodes=1",
+        "State=UP",
+    )
     try:
         assert await check_limits(shell, Resources(cpus=1, time_s=600), name) == []
         too_long = await check_limits(shell, Resources(time_s=3600), name)
@@ -199,8 +223,9 @@ async def test_check_limits_against_the_real_partition(slurm: SlurmCluster) -> N
 
 
 def engine_hosts() -> dict[str, HostSpec]:
-    held = SlurmOptions(poll_interval_s=2.0, poll_interval_min_s=0.2,
-                        resources=Resources(sbatch_args=("--hold",)))  # fmt: skip
+    held = SlurmOptions(
+        poll_interval_s=2.0, poll_interval_min_s=0.2, resources=Resources(sbatch_args=("--hold",))
+    )
     return {
         "local": HostSpec("local", "local"),
         "hpc": HostSpec("hpc", "slurm", max_jobs=8, options=OPTIONS),
@@ -209,29 +234,36 @@ def engine_hosts() -> dict[str, HostSpec]:
 
 
 def workflow(root: Path, jobs: list[JobSpec]) -> WorkflowSpec:
-    return WorkflowSpec("slurm-test", root / "wf.yaml", root, {j.name: j for j in jobs},
-                        engine_hosts())  # fmt: skip
+    return WorkflowSpec(
+        "slurm-test", root / "wf.yaml", root, {j.name: j for j in jobs}, engine_hosts()
+    )
 
 
 def shell_job(name: str, run: str, host: str = "hpc", needs: tuple[str, ...] = ()) -> JobSpec:
-    return JobSpec(name, "shell", run=run, host=host, needs=needs,
-                   resources=Resources(cpus=1, time_s=300))  # fmt: skip
+    return JobSpec(
+        name, "shell", run=run, host=host, needs=needs, resources=Resources(cpus=1, time_s=300)
+    )
 
 
 async def test_engine_runs_a_slurm_workflow(slurm: SlurmCluster, tmp_path: Path) -> None:
-    spec = workflow(tmp_path, [
-        shell_job("a", "echo A"),
-        shell_job("b", "test \"$CCD_JOB\" = b", needs=("a",)),
-        shell_job("c", "exit 3"),
-        shell_job("h", "echo released", host="hpc_held"),
-    ])  # fmt: skip
+    spec = workflow(
+        tmp_path,
+        [
+            shell_job("a", "echo A"),
+            shell_job("b", 'test "$CCD_JOB" = b', needs=("a",)),
+            shell_job("c", "exit 3"),
+            shell_job("h", "echo released", host="hpc_held"),
+        ],
+    )
     engine = await Engine.open(tmp_path / "state", spec.hosts, FAST)
     events: list[JobEvent] = []
     engine.scheduler.subscribe(events.append)
     try:
         wf = await engine.scheduler.submit(spec)
-        await until(lambda: any(e.job == "h" and e.reason == "JobHeldUser" for e in events),
-                    "h shown pending, held")  # fmt: skip
+        await until(
+            lambda: any(e.job == "h" and e.reason == "JobHeldUser" for e in events),
+            "h shown pending, held",
+        )
         await run("scontrol", "release", f"jobname={job_tag(wf, 'h', 1)}")
         async with asyncio.timeout(DEADLINE_S):
             await engine.scheduler.wait(wf)
@@ -239,8 +271,11 @@ async def test_engine_runs_a_slurm_workflow(slurm: SlurmCluster, tmp_path: Path)
     finally:
         await engine.close()
     assert {n: j.state.value for n, j in jobs.items()} == {
-        "a": "succeeded", "b": "succeeded", "c": "failed", "h": "succeeded"
-    }  # fmt: skip
+        "a": "succeeded",
+        "b": "succeeded",
+        "c": "failed",
+        "h": "succeeded",
+    }
     assert jobs["c"].exit_code == 3 and jobs["c"].signal is None
 
 
@@ -272,8 +307,13 @@ async def test_a_job_slurm_can_never_start_fails_and_frees_its_slot(
 ) -> None:
     """More CPUs than any node has: Slurm queues it for ever (PartitionConfig). It is
     cancelled and fails, and the host's one slot goes to the next job."""
-    too_big = JobSpec("too_big", "shell", run="true", host="hpc",
-                      resources=Resources(cpus=slurm.cpus + 1, time_s=300))  # fmt: skip
+    too_big = JobSpec(
+        "too_big",
+        "shell",
+        run="true",
+        host="hpc",
+        resources=Resources(cpus=slurm.cpus + 1, time_s=300),
+    )
     hosts = {**engine_hosts(), "hpc": HostSpec("hpc", "slurm", max_jobs=1, options=OPTIONS)}
     specs = {"too_big": too_big, "fits": shell_job("fits", "echo ok")}
     spec = WorkflowSpec("slurm-test", tmp_path / "wf.yaml", tmp_path, specs, hosts)
@@ -327,9 +367,14 @@ async def test_engine_kill9_while_pending_and_running_reattaches(
     slurm: SlurmCluster, tmp_path: Path
 ) -> None:
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", textwrap.dedent(CHILD), str(tmp_path),
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        sys.executable,
+        "-c",
+        textwrap.dedent(CHILD),
+        str(tmp_path),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         assert child.stdout is not None
         async with asyncio.timeout(DEADLINE_S):  # its log lines come first
@@ -362,18 +407,25 @@ async def test_via_ssh_host(slurm: SlurmCluster, sshd: Sshd, tmp_path: Path) -> 
     """sbatch/squeue through an ssh host's connection, run dirs under its root, inputs sent
     and outputs fetched back; then a fresh executor finds a job by its tag."""
     login = SshExecutor.create(HostSpec("login", "ssh", options=sshd.options(root=sshd.runs)), {})
-    options = SlurmOptions(via="login", root=f"{sshd.runs}/slurm", poll_interval_s=2.0,
-                           poll_interval_min_s=0.2)  # fmt: skip
+    options = SlurmOptions(
+        via="login", root=f"{sshd.runs}/slurm", poll_interval_s=2.0, poll_interval_min_s=0.2
+    )
     host = HostSpec("hpc", "slurm", options=options)
     ex = SlurmExecutor.create(host, {"login": login})
     source = tmp_path / "input.txt"
     source.write_text("data\n")
-    ok = replace(launch_in(tmp_path, "ssh_ok", "cat input.txt > out.txt; whoami"),
-                 inputs=(source,), outputs=("out.txt",))  # fmt: skip
+    ok = replace(
+        launch_in(tmp_path, "ssh_ok", "cat input.txt > out.txt; whoami"),
+        inputs=(source,),
+        outputs=("out.txt",),
+    )
     no_output = replace(launch_in(tmp_path, "ssh_none", "true"), outputs=("out.txt", "n*.csv"))
     try:
-        handles = [await ex.start(ok), await ex.start(launch_in(tmp_path, "ssh_bad", "exit 4")),
-                   await ex.start(no_output)]  # fmt: skip
+        handles = [
+            await ex.start(ok),
+            await ex.start(launch_in(tmp_path, "ssh_bad", "exit 4")),
+            await ex.start(no_output),
+        ]
         found = None
         again = SlurmExecutor.create(host, {"login": login})
         try:

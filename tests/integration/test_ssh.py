@@ -144,8 +144,17 @@ def free_port() -> int:
 
 def launch(tmp_path: Path, job_name: str, text: str, **fields: Any) -> Launch:
     run_dir = tmp_path / "runs" / f"w{uuid.uuid4().hex[:8]}" / job_name / "1"
-    return Launch(run_dir.parts[-3], job_name, 1, run_dir, run_dir / "run.sh", ("sh", "./run.sh"),
-                  fields.pop("env", {}), inline=textwrap.dedent(text), **fields)  # fmt: skip
+    return Launch(
+        run_dir.parts[-3],
+        job_name,
+        1,
+        run_dir,
+        run_dir / "run.sh",
+        ("sh", "./run.sh"),
+        fields.pop("env", {}),
+        inline=textwrap.dedent(text),
+        **fields,
+    )
 
 
 # --- pure parts (no sshd needed) ---------------------------------------------------------
@@ -230,10 +239,13 @@ async def test_inputs_go_up_and_outputs_come_back(sshd: Sshd, tmp_path: Path) ->
     executor = SshExecutor("lab", sshd.options(root=remote_root(sshd)))
     try:
         good = launch(
-            tmp_path, "io", "mkdir out; tr a-z A-Z < data.txt > out/upper.txt; wc -c < data.txt"
+            tmp_path,
+            "io",
+            "mkdir out; tr a-z A-Z < data.txt > out/upper.txt; wc -c < data.txt"
             " > count.txt; echo skipped > other.log",
-            inputs=(data,), outputs=("out/*.txt", "count.txt"),
-        )  # fmt: skip
+            inputs=(data,),
+            outputs=("out/*.txt", "count.txt"),
+        )
         status = await executor.wait(await executor.start(good))
         assert status.ok, status
         assert (good.run_dir / "out" / "upper.txt").read_text() == "HELLO\n"
@@ -336,9 +348,11 @@ async def test_sshd_down_longer_than_backoff_jobs_wait_then_finish(
     monkeypatch.setattr(SshConnection, "reconnect_cap_s", 0.5)
     hosts = lab_hosts(sshd)
     spec = spec_of(
-        tmp_path, hosts, job("a", "echo begun; sleep 1; echo a-done"), job("b", "echo b-done",
-                                                                           needs=("a",)),
-    )  # fmt: skip
+        tmp_path,
+        hosts,
+        job("a", "echo begun; sleep 1; echo a-done"),
+        job("b", "echo b-done", needs=("a",)),
+    )
     engine = await open_engine(hosts)
     lab = lab_of(engine)
     changes: list[HostHealth] = []
@@ -354,8 +368,10 @@ async def test_sshd_down_longer_than_backoff_jobs_wait_then_finish(
     await until(lambda: _log_has(engine, wf_id, "a", "begun"), what="a to start")
     try:
         sshd.stop()
-        health = await until(lambda: lab.health().state == "unreachable" and lab.health(),
-                             what="the host to be called unreachable")  # fmt: skip
+        health = await until(
+            lambda: lab.health().state == "unreachable" and lab.health(),
+            what="the host to be called unreachable",
+        )
         assert "lab" in health.reason and str(sshd.port) in health.reason
         jobs = await job_states(engine, wf_id)
         assert (jobs["a"]["state"], jobs["b"]["state"]) == ("running", "waiting")
@@ -383,15 +399,18 @@ async def test_unknown_or_wrong_host_key_is_refused_with_a_clear_reason(
     chosen = empty if case == "unknown" else known
     executor = SshExecutor("lab", sshd.options(known_hosts=str(chosen)))
     try:
-        health = await until(lambda: executor.health().state == "unreachable" and
-                             executor.health(), what="a host key verdict")  # fmt: skip
+        health = await until(
+            lambda: executor.health().state == "unreachable" and executor.health(),
+            what="a host key verdict",
+        )
         assert health.reason is not None
         assert "host key not verified" in health.reason and "'lab'" in health.reason
         assert executor.conn.connections == 0
     finally:
         await executor.close()
-    opted_out = SshExecutor("lab", sshd.options(known_hosts=str(empty),
-                                                insecure_skip_host_key_check=True))  # fmt: skip
+    opted_out = SshExecutor(
+        "lab", sshd.options(known_hosts=str(empty), insecure_skip_host_key_check=True)
+    )
     try:
         await until(lambda: opted_out.health().state == "ok", what="the explicit opt-out")
     finally:
@@ -399,9 +418,11 @@ async def test_unknown_or_wrong_host_key_is_refused_with_a_clear_reason(
 
 
 async def test_unreachable_host_gives_a_clear_state_not_a_crash(
-    sshd: Sshd, open_engine: Callable[..., Awaitable[Engine]], tmp_path: Path,
+    sshd: Sshd,
+    open_engine: Callable[..., Awaitable[Engine]],
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     monkeypatch.setattr(SshConnection, "reconnect_base_s", 0.02)
     monkeypatch.setattr(SshConnection, "reconnect_cap_s", 0.2)
     hosts = lab_hosts(sshd, port=free_port())
@@ -409,8 +430,10 @@ async def test_unreachable_host_gives_a_clear_state_not_a_crash(
     lab = lab_of(engine)
     spec = spec_of(tmp_path, hosts, job("a", "true"))
     wf_id = await engine.scheduler.submit(spec)
-    health = await until(lambda: lab.health().state == "unreachable" and lab.health(),
-                         what="the host to be called unreachable")  # fmt: skip
+    health = await until(
+        lambda: lab.health().state == "unreachable" and lab.health(),
+        what="the host to be called unreachable",
+    )
     assert health.reason is not None and "lab" in health.reason
     assert "refused" in health.reason.lower() or "connect call failed" in health.reason.lower()
     jobs = await job_states(engine, wf_id)
@@ -438,8 +461,9 @@ async def test_reattach_finds_running_jobs_and_claims_unstarted_ones(
         never = launch(tmp_path, "n", "echo must-not-run")
         assert await second.reattach(never) is None  # claimed: now it can never start
         assert (await second.wait(await second.start(never))).reason == "lost"
-        status = await second.shell.read_file(f"{second.conn.root}/{rel_run_dir(never.run_dir)}"
-                                              "/status")  # fmt: skip
+        status = await second.shell.read_file(
+            f"{second.conn.root}/{rel_run_dir(never.run_dir)}/status"
+        )
         assert status == b"claimed\n"
     finally:
         await second.close()
@@ -448,8 +472,9 @@ async def test_reattach_finds_running_jobs_and_claims_unstarted_ones(
 async def test_shell_runs_commands_and_moves_files(sshd: Sshd) -> None:
     executor = SshExecutor("lab", sshd.options())
     try:
-        result = await executor.shell.run(["sh", "-c", "cat; echo $1 >&2; exit 4", "sh", "a b"],
-                                          stdin=b"in")  # fmt: skip
+        result = await executor.shell.run(
+            ["sh", "-c", "cat; echo $1 >&2; exit 4", "sh", "a b"], stdin=b"in"
+        )
         assert (result.returncode, result.stdout, result.stderr) == (4, b"in", b"a b\n")
         path = f"{remote_root(sshd)}/f.txt"
         await executor.shell.write_files({path: b"0123456789"})
@@ -467,7 +492,8 @@ async def test_shell_runs_commands_and_moves_files(sshd: Sshd) -> None:
 def test_daemon_kill9_reattaches_remote_jobs_each_ran_once(sshd: Sshd, tmp_path: Path) -> None:
     root = remote_root(sshd)
     config = tmp_path / "ccd.yaml"
-    config.write_text(textwrap.dedent(f"""\
+    config.write_text(
+        textwrap.dedent(f"""\
         hosts:
           lab:
             type: ssh
@@ -480,7 +506,8 @@ def test_daemon_kill9_reattaches_remote_jobs_each_ran_once(sshd: Sshd, tmp_path:
             max_jobs: 10
         limits:
           progress_interval_s: 0.1
-    """))  # fmt: skip
+    """)
+    )
     lines = ["jobs:"]
     for i in range(6):
         lines.append(f"  j{i}: {{host: lab, run: 'echo start-$CCD_JOB; sleep 2; echo end'}}")

@@ -24,8 +24,9 @@ from ccd.models import JobState, WorkflowState
 
 
 def _wf(wid: str = "w1", request_id: str | None = None) -> WorkflowRecord:
-    return WorkflowRecord(wid, "demo", "/x/wf.yaml", "/x", WorkflowState.RUNNING, False,
-                          request_id, 1.0, 1.0)  # fmt: skip
+    return WorkflowRecord(
+        wid, "demo", "/x/wf.yaml", "/x", WorkflowState.RUNNING, False, request_id, 1.0, 1.0
+    )
 
 
 async def _store_with_workflow(tmp_path: Path) -> Store:
@@ -78,10 +79,11 @@ async def test_batch_applies_transitions_attempts_progress_and_events(tmp_path: 
         batch.progress.append(ProgressUpdate("w1", "a", 1, 40, "loading", 128))
         await store.apply(batch)
         done = Batch(
-            transitions=[Transition("w1", "a", JobState.RUNNING, JobState.SUCCEEDED, 4.0,
-                                    exit_code=0)],
+            transitions=[
+                Transition("w1", "a", JobState.RUNNING, JobState.SUCCEEDED, 4.0, exit_code=0)
+            ],
             workflows=[WorkflowChange("w1", WorkflowState.RUNNING, WorkflowState.FAILED, 4.0)],
-        )  # fmt: skip
+        )
         await store.apply(done)
         job = {j.name: j for j in await store.list_jobs("w1")}["a"]
         assert (job.state, job.attempts, job.exit_code) == (JobState.SUCCEEDED, 1, 0)
@@ -107,9 +109,11 @@ async def test_failed_batch_leaves_nothing_behind(tmp_path: Path) -> None:
     try:
         bad = Batch(
             transitions=[Transition("w1", "a", JobState.WAITING, JobState.READY, 2.0)],
-            attempts=[AttemptRecord("w1", "a", 1, "local", "/r", 1.0),
-                      AttemptRecord("nope", "a", 1, "local", "/r", 1.0)],  # foreign key fails
-        )  # fmt: skip
+            attempts=[
+                AttemptRecord("w1", "a", 1, "local", "/r", 1.0),
+                AttemptRecord("nope", "a", 1, "local", "/r", 1.0),
+            ],  # foreign key fails
+        )
         with pytest.raises(aiosqlite.IntegrityError):
             await store.apply(bad)
         assert {j.name: j.state for j in await store.list_jobs("w1")}["a"] is JobState.WAITING

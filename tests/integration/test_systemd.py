@@ -164,9 +164,17 @@ def test_daemon_speaks_the_notify_protocol(tmp_path: Path) -> None:
     env |= {"NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "200000"}
     # This interpreter, so the daemon is this checkout's code (the `ccd` script runs the same
     # main()); --config: the example file must be one the daemon starts and reloads with.
-    argv = [sys.executable, "-c", "from ccd.server.daemon import main; main()",
-            "--state-dir", str(tmp_path / "state"), "--socket", str(api_socket),
-            "--config", str(EXAMPLE_CONFIG)]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-c",
+        "from ccd.server.daemon import main; main()",
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--socket",
+        str(api_socket),
+        "--config",
+        str(EXAMPLE_CONFIG),
+    ]
     stderr = tmp_path / "ccd.stderr"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind(str(notify_path))

@@ -103,8 +103,11 @@ def test_example_hosts_are_valid_when_uncommented(tmp_path: Path) -> None:
             assert re.search(rf"^ +{name}:", section, re.MULTILINE), f"no example sets {name}"
     hosts = config.load(write(tmp_path, section)).hosts
     assert {name: host.type for name, host in hosts.items()} == {
-        "local": "local", "bigmem": "local", "login": "ssh", "hpc": "slurm"
-    }  # fmt: skip
+        "local": "local",
+        "bigmem": "local",
+        "login": "ssh",
+        "hpc": "slurm",
+    }
     login, hpc = hosts["login"].options, hosts["hpc"].options
     assert isinstance(login, SshOptions)
     assert isinstance(hpc, SlurmOptions)

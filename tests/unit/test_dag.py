@@ -168,9 +168,12 @@ def test_dot_quotes_and_escapes_names() -> None:
 def test_dot_text_is_valid_graphviz() -> None:
     spec = make_spec({'odd "name"': (), "x.y-z": ('odd "name"',)})
     result = subprocess.run(
-        ["dot", "-Tplain"], input=dag.to_dot(spec, {"x.y-z": JobState.RUNNING}, {"x.y-z": 5}),
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        ["dot", "-Tplain"],
+        input=dag.to_dot(spec, {"x.y-z": JobState.RUNNING}, {"x.y-z": 5}),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "x.y-z" in result.stdout
 
 

@@ -138,15 +138,32 @@ def resource_problems(data: dict[str, Any]) -> list[str]:
 
 def test_resources_from_every_field() -> None:
     data = {
-        "cpus": 4, "mem": "8G", "time": "2h", "gpus": 1, "nodes": 2, "ntasks": 8,
-        "partition": "gpu", "account": "proj-1", "qos": "normal", "constraint": "a100",
+        "cpus": 4,
+        "mem": "8G",
+        "time": "2h",
+        "gpus": 1,
+        "nodes": 2,
+        "ntasks": 8,
+        "partition": "gpu",
+        "account": "proj-1",
+        "qos": "normal",
+        "constraint": "a100",
         "sbatch_args": ["--exclusive", "--gres=gpu:a100:1", "-pdebug"],
-    }  # fmt: skip
+    }
     assert set(data) == set(RESOURCE_FIELDS)
     assert resources(data) == Resources(
-        4, 8 * GIB, 7200, 1, 2, 8, "gpu", "proj-1", "normal", "a100",
+        4,
+        8 * GIB,
+        7200,
+        1,
+        2,
+        8,
+        "gpu",
+        "proj-1",
+        "normal",
+        "a100",
         ("--exclusive", "--gres=gpu:a100:1", "-pdebug"),
-    )  # fmt: skip
+    )
     assert resources({}) == Resources()
     assert resources({"cpus": None, "mem": None}) == Resources()
 
@@ -186,11 +203,33 @@ def test_sbatch_args_reject_shell_text(arg: str) -> None:
 
 
 RESERVED = [
-    "--job-name=x", "--job-name", "-J", "-Jx", "--job=x", "--output=o.txt", "--out=o", "-o",
-    "--error=e", "-e", "--chdir=/", "-D/tmp", "--wrap=ls", "--parsable", "--array=1-3", "-a1",
-    "--clusters=other", "-Mother", "--wait", "-W", "--test-only", "-vJx", "-vvo", "--",
-    "--requeue", "--requ",
-]  # fmt: skip
+    "--job-name=x",
+    "--job-name",
+    "-J",
+    "-Jx",
+    "--job=x",
+    "--output=o.txt",
+    "--out=o",
+    "-o",
+    "--error=e",
+    "-e",
+    "--chdir=/",
+    "-D/tmp",
+    "--wrap=ls",
+    "--parsable",
+    "--array=1-3",
+    "-a1",
+    "--clusters=other",
+    "-Mother",
+    "--wait",
+    "-W",
+    "--test-only",
+    "-vJx",
+    "-vvo",
+    "--",
+    "--requeue",
+    "--requ",
+]
 
 
 @pytest.mark.parametrize("arg", RESERVED)
@@ -211,9 +250,21 @@ def test_sbatch_args_are_options_only(arg: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "arg", ["--exclusive", "--gres=gpu:1", "-pdebug", "-N2", "-c4", "--mail-type=END,FAIL",
-            "--export=ALL", "-vv", "--exclude=n01,n02", "--begin=now+60", "--nice=10"]
-)  # fmt: skip
+    "arg",
+    [
+        "--exclusive",
+        "--gres=gpu:1",
+        "-pdebug",
+        "-N2",
+        "-c4",
+        "--mail-type=END,FAIL",
+        "--export=ALL",
+        "-vv",
+        "--exclude=n01,n02",
+        "--begin=now+60",
+        "--nice=10",
+    ],
+)
 def test_sbatch_args_allowed(arg: str) -> None:
     assert resources({"sbatch_args": [arg]}).sbatch_args == (arg,)
 
@@ -254,12 +305,20 @@ def test_ssh_defaults() -> None:
 
 
 def test_ssh_options_are_typed() -> None:
-    data = {"type": "ssh", "max_jobs": 3, "hostname": "10.0.0.1", "port": 2222, "user": "me",
-            "keepalive_s": 5, "insecure_skip_host_key_check": True,
-            "known_hosts": None}  # fmt: skip
+    data = {
+        "type": "ssh",
+        "max_jobs": 3,
+        "hostname": "10.0.0.1",
+        "port": 2222,
+        "user": "me",
+        "keepalive_s": 5,
+        "insecure_skip_host_key_check": True,
+        "known_hosts": None,
+    }
     opts = SshOptions.from_mapping("x", data)
-    assert opts == SshOptions("10.0.0.1", port=2222, user="me", keepalive_s=5.0,
-                              insecure_skip_host_key_check=True)  # fmt: skip
+    assert opts == SshOptions(
+        "10.0.0.1", port=2222, user="me", keepalive_s=5.0, insecure_skip_host_key_check=True
+    )
     assert isinstance(opts, SshOptions)
     assert type(opts.keepalive_s) is float
 
@@ -275,19 +334,25 @@ def test_ssh_options_are_typed() -> None:
         ({"user": ""}, "field 'user': expected a non-empty string, got ''"),
         ({"user": "-oX"}, "field 'user': '-oX' is not a user name"),
         ({"user": "a b"}, "field 'user': 'a b' is not a user name"),
-        ({"hostname": "-oProxyCommand=x"},
-         "field 'hostname': '-oProxyCommand=x' is not a host name or address"),
+        (
+            {"hostname": "-oProxyCommand=x"},
+            "field 'hostname': '-oProxyCommand=x' is not a host name or address",
+        ),
         ({"hostname": "a b"}, "field 'hostname': 'a b' is not a host name or address"),
         ({"identity": [3]}, "field 'identity': expected a non-empty string, got [3]"),
-        ({"insecure_skip_host_key_check": "yes"},
-         "field 'insecure_skip_host_key_check': expected true or false, got 'yes'"),
+        (
+            {"insecure_skip_host_key_check": "yes"},
+            "field 'insecure_skip_host_key_check': expected true or false, got 'yes'",
+        ),
         ({"keepalive_s": 0}, "field 'keepalive_s': expected a number > 0"),
-        ({"connect_timeout_s": float("inf")},
-         "field 'connect_timeout_s': expected a number, got inf"),
+        (
+            {"connect_timeout_s": float("inf")},
+            "field 'connect_timeout_s': expected a number, got inf",
+        ),
         ({"commands_per_s": True}, "field 'commands_per_s': expected a number, got True"),
         ({"max_sessions": 0}, "field 'max_sessions': expected an integer >= 1"),
     ],
-)  # fmt: skip
+)
 def test_bad_ssh_options(data: dict[str, Any], problem: str) -> None:
     assert SshOptions.from_mapping("h", data) == [problem]
 
@@ -309,34 +374,55 @@ def test_slurm_defaults_and_values() -> None:
     assert SlurmOptions() == SlurmOptions(
         "local", None, None, None, 30.0, 2.0, "~/.ccd/runs", Resources()
     )
-    data = {"via": "login", "partition": "gpu", "account": "p1", "qos": "high",
-            "poll_interval_s": 10, "poll_interval_min_s": 1, "root": "/scratch/me/ccd",
-            "resources": {"mem": "2G", "time": 30}}  # fmt: skip
+    data = {
+        "via": "login",
+        "partition": "gpu",
+        "account": "p1",
+        "qos": "high",
+        "poll_interval_s": 10,
+        "poll_interval_min_s": 1,
+        "root": "/scratch/me/ccd",
+        "resources": {"mem": "2G", "time": 30},
+    }
     assert SlurmOptions.from_mapping(data) == SlurmOptions(
-        "login", "gpu", "p1", "high", 10.0, 1.0, "/scratch/me/ccd",
+        "login",
+        "gpu",
+        "p1",
+        "high",
+        10.0,
+        1.0,
+        "/scratch/me/ccd",
         Resources(mem_kib=2 * GIB, time_s=1800),
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.parametrize(
     ("data", "problems"),
     [
-        ({"resources": {"mem": "lots", "cpus": 0}},
-         ["resources: field 'cpus': expected an integer >= 1",
-          "resources: field 'mem': 'lots' is not a size like 4G or 512M"]),
-        ({"resources": {"sbatch_args": ["--job-name=x"]}},
-         ["resources: field 'sbatch_args': '--job-name=x' is set by ccd itself"]),
+        (
+            {"resources": {"mem": "lots", "cpus": 0}},
+            [
+                "resources: field 'cpus': expected an integer >= 1",
+                "resources: field 'mem': 'lots' is not a size like 4G or 512M",
+            ],
+        ),
+        (
+            {"resources": {"sbatch_args": ["--job-name=x"]}},
+            ["resources: field 'sbatch_args': '--job-name=x' is set by ccd itself"],
+        ),
         ({"resources": {"gpu": 1}}, ["resources: unknown field 'gpu'"]),
         ({"resources": ["4G"]}, ["field 'resources': expected a mapping"]),
         ({"poll_interval_s": 0}, ["field 'poll_interval_s': expected a number > 0"]),
-        ({"poll_interval_s": 5, "poll_interval_min_s": 10},
-         ["field 'poll_interval_min_s': must not exceed poll_interval_s"]),
+        (
+            {"poll_interval_s": 5, "poll_interval_min_s": 10},
+            ["field 'poll_interval_min_s': must not exceed poll_interval_s"],
+        ),
         ({"partition": "a b"}, ["field 'partition': expected a name of [A-Za-z0-9_@%+=:,./-]"]),
         ({"via": "x;y"}, ["field 'via': expected a name of [A-Za-z0-9_@%+=:,./-]"]),
         ({"root": ""}, ["field 'root': expected a non-empty string, got ''"]),
         ({"queue": "x"}, ["unknown field 'queue'"]),
     ],
-)  # fmt: skip
+)
 def test_bad_slurm_options(data: dict[str, Any], problems: list[str]) -> None:
     assert SlurmOptions.from_mapping(data) == problems
 

@@ -16,9 +16,14 @@ from ccd.spec.hosts import Resources
 
 
 def test_on_retry_escalates_each_retry() -> None:
-    job = JobSpec("train", "shell", run="true", host="hpc",
-                  resources=Resources(cpus=2, mem_kib=4 * 1024**2, time_s=3600),
-                  on_retry={"mem": 2.0, "time": 1.5})  # fmt: skip
+    job = JobSpec(
+        "train",
+        "shell",
+        run="true",
+        host="hpc",
+        resources=Resources(cpus=2, mem_kib=4 * 1024**2, time_s=3600),
+        on_retry={"mem": 2.0, "time": 1.5},
+    )
     first = launch_for(job, "wf", 1, Path("/runs"))
     third = launch_for(job, "wf", 3, Path("/runs"), retries_so_far=2)
     assert first.resources == job.resources
@@ -35,7 +40,9 @@ def test_command_lines_keep_names_from_reading_as_options(tmp_path: Path) -> Non
     assert argv(sh_job, script.name) == ("bash", "./-x.sh", "--flag")
     assert argv(JobSpec("b", "shell", run="true"), "run.sh") == (".", "./run.sh")
     assert argv(JobSpec("c", "py", script=tmp_path / "c.py", python="python3.11"), "c.py") == (
-        "python3.11", "./c.py")  # fmt: skip
+        "python3.11",
+        "./c.py",
+    )
 
 
 @pytest.mark.parametrize(
@@ -43,14 +50,26 @@ def test_command_lines_keep_names_from_reading_as_options(tmp_path: Path) -> Non
     [
         JobSpec("plain", "shell", run="true"),
         JobSpec("nothing_retried", "shell", run="true", retry_on=frozenset()),
-        JobSpec("full", "py", script=Path("/s/x.py"), args=("-v",), env={"A": "1"},
-                needs=("a", "b"), host="hpc", retries=2, timeout_s=90.0, python="python3.11",
-                inputs=("/s/in.txt",), outputs=("*.out",),
-                resources=Resources(cpus=2, mem_kib=1024, sbatch_args=("--exclusive",)),
-                retry_on=frozenset({"timeout", "node_fail"}), on_retry={"mem": 2.0}),
+        JobSpec(
+            "full",
+            "py",
+            script=Path("/s/x.py"),
+            args=("-v",),
+            env={"A": "1"},
+            needs=("a", "b"),
+            host="hpc",
+            retries=2,
+            timeout_s=90.0,
+            python="python3.11",
+            inputs=("/s/in.txt",),
+            outputs=("*.out",),
+            resources=Resources(cpus=2, mem_kib=1024, sbatch_args=("--exclusive",)),
+            retry_on=frozenset({"timeout", "node_fail"}),
+            on_retry={"mem": 2.0},
+        ),
     ],
     ids=lambda job: job.name,
-)  # fmt: skip
+)
 def test_a_stored_job_reads_back_as_it_was(job: JobSpec) -> None:
     row = new_job(job)
     stored = json.loads(json.dumps(row.spec))  # what the jobs table keeps
@@ -64,8 +83,16 @@ def test_a_stored_job_keeps_only_what_differs_from_the_defaults() -> None:
 
 def test_a_row_with_every_field_and_unknown_keys_reads_back() -> None:
     # As rows were written before schema v2: every field, nulls included, plus the line.
-    row = {"kind": "shell", "run": "true", "script": None, "timeout_s": None, "needs": ["a"],
-           "retries": 0, "line": 7, "added_by_a_later_version": 1}  # fmt: skip
+    row = {
+        "kind": "shell",
+        "run": "true",
+        "script": None,
+        "timeout_s": None,
+        "needs": ["a"],
+        "retries": 0,
+        "line": 7,
+        "added_by_a_later_version": 1,
+    }
     job = job_spec(JobRecord("wf", "j", JobState.WAITING, "local", row))
     assert job == JobSpec("j", "shell", run="true", needs=("a",))
 

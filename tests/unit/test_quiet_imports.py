@@ -19,8 +19,10 @@ def test_every_module_imports_without_a_warning() -> None:
     code = "import importlib, sys\nfor m in sys.argv[1:]: importlib.import_module(m)"
     result = subprocess.run(
         [sys.executable, "-W", "error", "-c", code, *MODULES],
-        cwd=REPO, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stderr == ""
-

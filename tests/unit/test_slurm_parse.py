@@ -177,8 +177,17 @@ def test_sdiag_rpc_counts_by_message_type_only() -> None:
 
 def _launch(tmp_path: Path, resources: Resources | None = None, **env: str) -> Launch:
     run_dir = tmp_path / "runs" / "wf1" / "train" / "2"
-    return Launch("wf1", "train", 2, run_dir, run_dir / "inline.sh", ("sh", "./inline.sh", "a b"),
-                  env, inline="echo hi", resources=resources)  # fmt: skip
+    return Launch(
+        "wf1",
+        "train",
+        2,
+        run_dir,
+        run_dir / "inline.sh",
+        ("sh", "./inline.sh", "a b"),
+        env,
+        inline="echo hi",
+        resources=resources,
+    )
 
 
 def test_render_batch_from_resources_over_host_defaults(tmp_path: Path) -> None:
@@ -190,10 +199,19 @@ def test_render_batch_from_resources_over_host_defaults(tmp_path: Path) -> None:
     run_dir = str(tmp_path / "runs" / "wf1" / "train" / "2")
     sbatch = [line.removeprefix("#SBATCH ") for line in script.splitlines() if "#SBATCH" in line]
     assert sbatch == [
-        "--job-name=ccd:wf1:train:2", f"--chdir={run_dir}", f"--output={run_dir}/slurm.out",
-        "--no-requeue", "--partition=debug", "--account=lab", "--qos=high", "--cpus-per-task=4",
-        "--gpus=1", f"--mem={4 * 1024**2}K", "--time=00:10:00", "--exclusive",
-    ]  # fmt: skip
+        "--job-name=ccd:wf1:train:2",
+        f"--chdir={run_dir}",
+        f"--output={run_dir}/slurm.out",
+        "--no-requeue",
+        "--partition=debug",
+        "--account=lab",
+        "--qos=high",
+        "--cpus-per-task=4",
+        "--gpus=1",
+        f"--mem={4 * 1024**2}K",
+        "--time=00:10:00",
+        "--exclusive",
+    ]
     assert "export GREETING='it'\"'\"'s me'" in script
     assert script.rstrip().endswith("exec sh ./wrapper.sh sh ./inline.sh 'a b'")
     assert argv == ["sbatch", "--parsable", f"{run_dir}/job.sbatch"]
@@ -280,8 +298,10 @@ class FakeCluster:
 
     def _squeue(self, argv: list[str]) -> CommandResult:
         ids = [i for i in self._selected(argv) if i in self.jobs and i not in self.purged]
-        lines = [f"{i}|{self.jobs[i][1]}|{self.jobs[i][2]}|{self.jobs[i][3]}|{self.jobs[i][0]}|"
-                 for i in ids]  # fmt: skip
+        lines = [
+            f"{i}|{self.jobs[i][1]}|{self.jobs[i][2]}|{self.jobs[i][3]}|{self.jobs[i][0]}|"
+            for i in ids
+        ]
         return CommandResult(0, "".join(f"{line}\n" for line in lines).encode(), b"")
 
     def _sacct(self, argv: list[str]) -> CommandResult:
@@ -300,8 +320,9 @@ class FakeCluster:
 
     def _sh(self, argv: list[str]) -> CommandResult:
         if tuple(argv[:4]) == SlurmExecutor.READ_STATUS:
-            out = b"".join(p.encode() + b"\0" + self.files[p] + b"\0"
-                           for p in argv[4:] if p in self.files)  # fmt: skip
+            out = b"".join(
+                p.encode() + b"\0" + self.files[p] + b"\0" for p in argv[4:] if p in self.files
+            )
             return CommandResult(0, out, b"")
         if tuple(argv[:4]) == SlurmExecutor.CLAIM:
             path = f"{argv[4]}/status"
@@ -318,8 +339,9 @@ DONE = b"start pid=7 host=n1 uptime=1\nexit code=0 uptime=2\n"
 
 def _attempt(tmp_path: Path, job: str) -> Launch:
     run_dir = tmp_path / "wf1" / job / "1"
-    return Launch("wf1", job, 1, run_dir, run_dir / "inline.sh", ("sh", "./inline.sh"), {},
-                  inline="true")  # fmt: skip
+    return Launch(
+        "wf1", job, 1, run_dir, run_dir / "inline.sh", ("sh", "./inline.sh"), {}, inline="true"
+    )
 
 
 def _status_path(launch: Launch) -> str:

@@ -506,32 +506,60 @@ def test_null_host_options_mean_the_default(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("body", "line", "field", "message"),
     [
-        ("type: ssh\n    hostnme: x", 5, None,
-         "unknown field 'hostnme' (did you mean 'hostname'?)"),
+        (
+            "type: ssh\n    hostnme: x",
+            5,
+            None,
+            "unknown field 'hostnme' (did you mean 'hostname'?)",
+        ),
         ("type: ssh\n    port: 70000", 5, "port", "expected 1-65535"),
         ("type: ssh\n    port: '22'", 5, "port", "expected an integer, got '22'"),
-        ("type: ssh\n    hostname: -oProxy", 5, "hostname",
-         "'-oProxy' is not a host name or address"),
-        ("type: ssh\n    insecure_skip_host_key_check: 1", 5, "insecure_skip_host_key_check",
-         "expected true or false, got 1"),
+        (
+            "type: ssh\n    hostname: -oProxy",
+            5,
+            "hostname",
+            "'-oProxy' is not a host name or address",
+        ),
+        (
+            "type: ssh\n    insecure_skip_host_key_check: 1",
+            5,
+            "insecure_skip_host_key_check",
+            "expected true or false, got 1",
+        ),
         ("type: ssh\n    max_sessions: 0", 5, "max_sessions", "expected an integer >= 1"),
         ("type: ssh\n    keepalive_s: 0", 5, "keepalive_s", "expected a number > 0"),
-        ("type: slurm\n    partition: 'a;b'", 5, "partition",
-         "expected a name of [A-Za-z0-9_@%+=:,./-]"),
-        ("type: slurm\n    poll_interval_min_s: 90", 5, "poll_interval_min_s",
-         "must not exceed poll_interval_s"),
+        (
+            "type: slurm\n    partition: 'a;b'",
+            5,
+            "partition",
+            "expected a name of [A-Za-z0-9_@%+=:,./-]",
+        ),
+        (
+            "type: slurm\n    poll_interval_min_s: 90",
+            5,
+            "poll_interval_min_s",
+            "must not exceed poll_interval_s",
+        ),
         ("type: slurm\n    resources: [4G]", 5, "resources", "expected a mapping"),
-        ("type: slurm\n    resources:\n      mem: 4G\n      time: soon", 7, "resources.time",
-         "'soon' is not a walltime like 30m, 2h or 1-12:00:00"),
-        ("type: slurm\n    resources:\n      cpu: 2", 6, "resources",
-         "unknown field 'cpu' (did you mean 'cpus'?)"),
+        (
+            "type: slurm\n    resources:\n      mem: 4G\n      time: soon",
+            7,
+            "resources.time",
+            "'soon' is not a walltime like 30m, 2h or 1-12:00:00",
+        ),
+        (
+            "type: slurm\n    resources:\n      cpu: 2",
+            6,
+            "resources",
+            "unknown field 'cpu' (did you mean 'cpus'?)",
+        ),
         ("type: slurm\n    via: gateway", 5, "via", "unknown ssh host 'gateway'"),
         ("type: slurm\n    via: big", 5, "via", "host 'big' is a local host, not an ssh host"),
         ("type: slurm\n    via: logn", 5, "via", "unknown ssh host 'logn' (did you mean 'login'?)"),
         ("type: kube", 4, "type", "unknown host type 'kube'"),
         ("type: sshh", 4, "type", "unknown host type 'sshh' (did you mean 'ssh'?)"),
     ],
-)  # fmt: skip
+)
 def test_bad_remote_host_options(
     tmp_path: Path, body: str, line: int, field: str | None, message: str
 ) -> None:
@@ -620,27 +648,42 @@ def test_remote_job_field_defaults(tmp_path: Path) -> None:
         ("inputs: [nope.csv]", "inputs", "input file not found: {tmp}/nope.csv"),
         ("inputs: [sub]", "inputs", "input is not a file: {tmp}/sub"),
         ("inputs: in.csv", "inputs", "expected a list of file paths, got 'in.csv'"),
-        ("inputs: [in.csv, sub/in.csv]", "inputs",
-         "inputs {tmp}/in.csv and {tmp}/sub/in.csv would both be 'in.csv' in the run directory"),
+        (
+            "inputs: [in.csv, sub/in.csv]",
+            "inputs",
+            "inputs {tmp}/in.csv and {tmp}/sub/in.csv would both be 'in.csv' in the run directory",
+        ),
         ("outputs: [/etc/passwd]", "outputs", f"output '/etc/passwd' {RELATIVE}"),
         ("outputs: ['~/x']", "outputs", f"output '~/x' {RELATIVE}"),
-        ("outputs: [a/../../x]", "outputs",
-         "output 'a/../../x' must not leave the run directory ('..')"),
+        (
+            "outputs: [a/../../x]",
+            "outputs",
+            "output 'a/../../x' must not leave the run directory ('..')",
+        ),
         ("outputs: ['']", "outputs", "must not be empty"),
-        ("retry_on: [timeout, oom]", "retry_on",
-         "unknown failure class 'oom'; the classes are " + ", ".join(FAILURE_CLASSES)),
-        ("retry_on: preemptd", "retry_on",
-         "unknown failure class 'preemptd' (did you mean 'preempted'?); the classes are "
-         + ", ".join(FAILURE_CLASSES)),
+        (
+            "retry_on: [timeout, oom]",
+            "retry_on",
+            "unknown failure class 'oom'; the classes are " + ", ".join(FAILURE_CLASSES),
+        ),
+        (
+            "retry_on: preemptd",
+            "retry_on",
+            "unknown failure class 'preemptd' (did you mean 'preempted'?); the classes are "
+            + ", ".join(FAILURE_CLASSES),
+        ),
         ("on_retry: {mem: 0.5}", "on_retry", f"'mem': {FACTOR} '0.5'"),
         ("on_retry: {time: x2x}", "on_retry", f"'time': {FACTOR} 'x2x'"),
         ("on_retry: {cpus: 2}", "on_retry", "unknown field 'cpus'"),
         ("on_retry: x2", "on_retry", "expected a mapping like {mem: x2, time: x1.5}, got 'x2'"),
-        ("resources: {cpus: 2}", "resources",
-         "only jobs on a slurm host take resources ('local' is local)"),
+        (
+            "resources: {cpus: 2}",
+            "resources",
+            "only jobs on a slurm host take resources ('local' is local)",
+        ),
         ("resources: 4G", "resources", "expected a mapping, got '4G'"),
     ],
-)  # fmt: skip
+)
 def test_bad_remote_job_fields(tmp_path: Path, value: str, field: str, message: str) -> None:
     touch(tmp_path, "in.csv", "sub/in.csv")
     found = problems_of(tmp_path, f"jobs:\n  b: {{run: x}}\n  a:\n    run: x\n    {value}\n")
@@ -671,11 +714,14 @@ def test_bad_resources_name_the_field_and_its_line(tmp_path: Path) -> None:
         (24, "a", "resources.mem", "'lots' is not a size like 4G or 512M"),
         (25, "a", "resources", "unknown field 'cpu' (did you mean 'cpus'?)"),
         (26, "a", "resources.sbatch_args", "'--job-name=x' is set by ccd itself"),
-        (26, "a", "resources.sbatch_args",
-         "'--x;rm' has characters outside [A-Za-z0-9_@%+=:,./-]"),
-        (26, "a", "resources.sbatch_args", "'gpu' is not an option; give values joined to "
-         "their option: --partition=gpu, -pgpu"),
-    ]  # fmt: skip
+        (26, "a", "resources.sbatch_args", "'--x;rm' has characters outside [A-Za-z0-9_@%+=:,./-]"),
+        (
+            26,
+            "a",
+            "resources.sbatch_args",
+            "'gpu' is not an option; give values joined to their option: --partition=gpu, -pgpu",
+        ),
+    ]
 
 
 def test_walltime_is_not_read_as_a_base_60_number(tmp_path: Path) -> None:
@@ -1041,16 +1087,20 @@ def test_cloudmesh_ssh_nodes_run_on_a_host_named_by_their_host_field(tmp_path: P
         """,
     )
     assert [job.host for job in spec.jobs.values()] == [
-        "local", "rivanna.hpc.virginia.edu", "rivanna.hpc.virginia.edu", "box"
-    ]  # fmt: skip
+        "local",
+        "rivanna.hpc.virginia.edu",
+        "rivanna.hpc.virginia.edu",
+        "box",
+    ]
     assert spec.hosts == {
         "local": HostSpec("local", "local"),
         "rivanna.hpc.virginia.edu": HostSpec(
-            "rivanna.hpc.virginia.edu", "ssh", options=SshOptions("rivanna.hpc.virginia.edu",
-                                                                  user="thf2bn")
+            "rivanna.hpc.virginia.edu",
+            "ssh",
+            options=SshOptions("rivanna.hpc.virginia.edu", user="thf2bn"),
         ),
         "box": HostSpec("box", "ssh", options=SshOptions("box")),
-    }  # fmt: skip
+    }
 
 
 @pytest.mark.parametrize(
@@ -1059,12 +1109,20 @@ def test_cloudmesh_ssh_nodes_run_on_a_host_named_by_their_host_field(tmp_path: P
         ("a: {exec: x, kind: ssh}", 3, "host", "kind 'ssh' needs the host to log in to"),
         ("a: {exec: x, kind: ssh, host: 'a b'}", 3, "host", "'a b' cannot name an ssh host"),
         ("a: {exec: x, kind: ssh, host: local}", 3, "host", "'local' cannot name an ssh host"),
-        ("a: {exec: x, kind: ssh, host: h, user: '-x'}", 3, "host",
-         "field 'user': '-x' is not a user name"),
-        ("a: {exec: x, kind: ssh, host: h, user: u}\nb: {exec: x, kind: ssh, host: h}", 4, "user",
-         "nodes on host 'h' disagree on its user: none here, 'u' before"),
+        (
+            "a: {exec: x, kind: ssh, host: h, user: '-x'}",
+            3,
+            "host",
+            "field 'user': '-x' is not a user name",
+        ),
+        (
+            "a: {exec: x, kind: ssh, host: h, user: u}\nb: {exec: x, kind: ssh, host: h}",
+            4,
+            "user",
+            "nodes on host 'h' disagree on its user: none here, 'u' before",
+        ),
     ],
-)  # fmt: skip
+)
 def test_cloudmesh_bad_ssh_nodes(
     tmp_path: Path, nodes: str, line: int, field: str, message: str
 ) -> None:
