@@ -22,7 +22,6 @@ class JobState(StrEnum):
 TERMINAL: frozenset[JobState] = frozenset(
     {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.SKIPPED}
 )
-ACTIVE: frozenset[JobState] = frozenset({JobState.READY, JobState.SUBMITTED, JobState.RUNNING})
 # An attempt is in flight: it holds a slot and may be re-attached to after a restart.
 IN_FLIGHT: frozenset[JobState] = frozenset({JobState.SUBMITTED, JobState.RUNNING})
 RETRYABLE: frozenset[JobState] = frozenset({JobState.FAILED, JobState.CANCELLED, JobState.SKIPPED})

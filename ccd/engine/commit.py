@@ -30,10 +30,6 @@ class Committer:
         self.settled = asyncio.Event()  # set while nothing waits to be committed
         self.settled.set()
 
-    @property
-    def busy(self) -> bool:
-        return bool(self.batch or self._actions or self._flushing)
-
     def after(self, action: Callable[[], None]) -> None:
         """Run ``action`` once the changes queued so far are committed."""
         self._actions.append(action)

@@ -103,8 +103,6 @@ class Scheduler:
         self._timers: set[asyncio.TimerHandle] = set()
         self._commit = Committer(store, self._after_commit)
         self._listeners: list[Callable[[JobEvent], None]] = []
-        self._idle = asyncio.Event()
-        self._idle.set()
         self.adopt(executors.values())
 
     # -- public API -----------------------------------------------------------------------
@@ -173,15 +171,6 @@ class Scheduler:
         self.limits = limits
         self._runner.set_pacing(limits.kill_grace_s, limits.progress_interval_s)
         self._kick()
-
-    async def run_until_idle(self) -> None:
-        """Return once no job runs or waits to run and every change is committed."""
-        while True:
-            await self._idle.wait()
-            await self._commit.settled.wait()
-            self._check_idle()
-            if self._idle.is_set():
-                return
 
     async def recover(self) -> None:
         """Load every unfinished workflow from the store; re-attach to running attempts."""
@@ -454,7 +443,6 @@ class Scheduler:
             self._timers.discard(timer)
             self._enqueue(job)
             self._kick()
-            self._check_idle()
 
         timer = asyncio.get_running_loop().call_later(delay, fire)
         self._timers.add(timer)
@@ -555,7 +543,6 @@ class Scheduler:
     def _reap(self, job: JobRun, task: asyncio.Task[None]) -> None:
         if self._tasks.get(job) is task:
             del self._tasks[job]
-        self._check_idle()
         if not task.cancelled() and (error := task.exception()) is not None:
             log.error("attempt_crashed", workflow=job.wf.id, job=job.name, exc_info=error)
             if job.attempt is not None and job.state in IN_FLIGHT:
@@ -607,13 +594,6 @@ class Scheduler:
 
     def _after_commit(self) -> None:
         self._dispatch()
-        self._check_idle()
-
-    def _check_idle(self) -> None:
-        if not (self._tasks or self._timers or self._commit.busy):
-            self._idle.set()
-        else:
-            self._idle.clear()
 
     def _attempt_record(
         self, job: JobRun, attempt: Attempt | None, status: ExitStatus | None

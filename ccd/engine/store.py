@@ -24,6 +24,10 @@ import aiosqlite
 from ccd.errors import NotFound, StoreError
 from ccd.models import TERMINAL, JobState, WorkflowState
 
+# Two tables only written while a workflow runs, kept for their readers: `edges` for export
+# (`list_edges`) and the web view's graph of a stored workflow; `events`, every committed
+# change in order, for the web view's history and for replaying the server-sent events a
+# client missed (`list_events(after_id=` the last id it saw `)`).
 _SCHEMA_V1 = """
 CREATE TABLE workflows (
     id          TEXT PRIMARY KEY,

@@ -371,8 +371,8 @@ class SshExecutor:
         problems = check_outputs(launch.outputs)
         if problems:
             raise ExecutorError("; ".join(problems))
-        # A small local read, blocking on purpose (see local._spawn); the local run dir is
-        # made only when outputs come back to it.
+        # A small local read (the script's snapshot), blocking on purpose: a thread hop would
+        # cost more. The local run dir is made only when outputs come back to it.
         script = script_bytes(launch)
         await self.conn.up()  # the remote root is known from here on
         remote_dir = f"{self.conn.root}/{rel}"

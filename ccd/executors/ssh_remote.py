@@ -21,8 +21,6 @@ from ccd.executors.base import (
     STATUS_NAME,
     WRAPPER_NAME,
     Launch,
-    StatusRecord,
-    parse_status,
 )
 from ccd.spec.model import valid_name
 
@@ -300,10 +298,6 @@ def kill_script(pid: int, ticks: int | None, signum: int) -> bytes:
         )
     # Not "kill -N -- -PID": dash takes "--" for a pid. After the signal, "-PID" is a group.
     return f"{check}kill -{signum} -{pid} 2>/dev/null\nexit 0\n".encode()
-
-
-def record_of(text: str | None) -> StatusRecord:
-    return parse_status(text or "")
 
 
 def _quote_bytes(data: bytes) -> str:

@@ -31,7 +31,6 @@ from ccd.server.guards import BodyLimit
 log = structlog.get_logger("ccd.api")
 
 SSE_KEEPALIVE_S = 15.0
-LOG_CHUNK_MAX = 1 << 20
 MAX_LOG_OFFSET = 1 << 53  # beyond any log; larger ones would overflow a file offset
 
 # -- request bodies --------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 The only module that imports networkx, and it does so lazily: `ccd.spec.checks` needs
 `find_cycle` on every load, and importing networkx costs ~0.4 s that a `ccctl` command
-should not pay.
+should not pay. networkx stays a dependency for `build`: the graph that exports and the web
+view's layered layout of a workflow start from.
 """
 
 from __future__ import annotations
