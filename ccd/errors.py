@@ -55,3 +55,15 @@ class NotFound(CcdError):
 
 class ExecutorError(CcdError):
     """An executor could not start, watch or kill a job."""
+
+
+class Conflict(CcdError):
+    """A command that does not fit the workflow's current state (e.g. deleting a running one)."""
+
+
+class ConfigError(CcdError):
+    """The daemon's config file is invalid."""
+
+
+class AlreadyRunning(CcdError):
+    """Another daemon holds the state directory's lock."""

@@ -42,7 +42,7 @@ from ccd.engine.store import (
     WorkflowRecord,
     new_workflow_id,
 )
-from ccd.errors import CcdError, NotFound
+from ccd.errors import Conflict, NotFound
 from ccd.executors.base import Executor, Handle
 from ccd.memory import gc_paused
 from ccd.models import (
@@ -65,11 +65,7 @@ NEVER_STARTED = "never started (daemon restarted before launch)"
 # A running job's reason once it has been asked to stop: a restarted daemon asks again.
 CANCEL_REQUESTED = "cancel requested"
 
-__all__ = ["Conflict", "JobEvent", "JobRun", "Limits", "Scheduler", "WorkflowRun"]
-
-
-class Conflict(CcdError):
-    """A command that does not fit the workflow's current state (e.g. deleting a running one)."""
+__all__ = ["JobEvent", "JobRun", "Limits", "Scheduler", "WorkflowRun"]
 
 
 class Scheduler:

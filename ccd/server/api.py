@@ -24,8 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import ccd
 from ccd.engine import Engine
 from ccd.engine.runs import JobEvent
-from ccd.engine.scheduler import Conflict
-from ccd.errors import CcdError, NotFound, SpecError
+from ccd.errors import CcdError, Conflict, NotFound, SpecError
 from ccd.server.guards import BodyLimit
 
 log = structlog.get_logger("ccd.api")

@@ -16,17 +16,13 @@ from typing import Any
 import yaml
 
 from ccd import paths
-from ccd.errors import CcdError
+from ccd.errors import ConfigError
 from ccd.paths import SOCKET_NAME as SOCKET_NAME
 from ccd.paths import default_socket as default_socket
 from ccd.spec import LOCAL_HOST, HostSpec, valid_name
 from ccd.spec.hosts import RESOURCE_FIELDS, SlurmOptions, SshOptions, split_problem
 from ccd.spec.model import HOST_TYPES as HOST_TYPES  # ("local", "ssh", "slurm")
 from ccd.spec.model import OPTION_FIELDS
-
-
-class ConfigError(CcdError):
-    """The daemon's config file is invalid."""
 
 
 @dataclass(frozen=True, slots=True)

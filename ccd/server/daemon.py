@@ -29,21 +29,17 @@ from fastapi import FastAPI
 from ccd import logs, paths
 from ccd.engine import Engine
 from ccd.engine.runs import Limits
-from ccd.errors import CcdError
+from ccd.errors import AlreadyRunning, CcdError, ConfigError
 from ccd.server import config as config_mod
 from ccd.server import sdnotify
 from ccd.server.api import create_app
-from ccd.server.config import Config, ConfigError
+from ccd.server.config import Config
 from ccd.server.guards import PeerCheckedH11Protocol
 
 log = structlog.get_logger("ccd.daemon")
 
 LOCK_NAME = "ccd.lock"
 EXIT_FORCED = 130
-
-
-class AlreadyRunning(CcdError):
-    pass
 
 
 class Daemon:

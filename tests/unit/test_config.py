@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from ccd.errors import ConfigError
 from ccd.server import config
-from ccd.server.config import Config, ConfigError, LimitsConfig
+from ccd.server.config import Config, LimitsConfig
 from ccd.spec import HostSpec
 from ccd.spec.hosts import Resources, SlurmOptions, SshOptions
 
