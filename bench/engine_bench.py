@@ -57,9 +57,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from ccd import logs  # noqa: E402
-from ccd.engine import Engine  # noqa: E402
+from ccd.engine import Engine, Limits  # noqa: E402
 from ccd.engine.launch import launch_for  # noqa: E402
-from ccd.engine.scheduler import Limits  # noqa: E402
 from ccd.engine.store import PRAGMAS, AttemptRecord, Batch, Transition, commit_batch  # noqa: E402
 from ccd.executors import shepherd  # noqa: E402
 from ccd.executors.local import spawn_request  # noqa: E402
@@ -212,8 +211,8 @@ def _spec(dag: Dag, workdir: Path, name: str = "bench") -> WorkflowSpec:
 
 async def _engine_run(dag: Dag, workdir: Path, concurrency: int) -> tuple[float, float]:
     spec = _spec(dag, workdir)
-    limits = Limits(default_host_max_jobs=concurrency)
-    engine = await Engine.open(workdir / "state", spec.hosts, limits)
+    hosts = {LOCAL_HOST: HostSpec(LOCAL_HOST, "local", max_jobs=concurrency)}
+    engine = await Engine.open(workdir / "state", hosts)
     try:
         start = time.perf_counter()
         wf_id = await engine.scheduler.submit(spec)

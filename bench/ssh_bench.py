@@ -48,8 +48,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from ccd import logs  # noqa: E402
-from ccd.engine import Engine  # noqa: E402
-from ccd.engine.scheduler import Limits  # noqa: E402
+from ccd.engine import Engine, Limits  # noqa: E402
 from ccd.executors.ssh import SshExecutor  # noqa: E402
 from ccd.spec import HostSpec, JobSpec, WorkflowSpec  # noqa: E402
 from ccd.spec.hosts import SshOptions  # noqa: E402

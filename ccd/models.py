@@ -110,6 +110,19 @@ _REASON_CLASSES = frozenset(
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """How much runs at once, and how retries and kills are paced: the daemon config's
+    ``limits:`` section, and what `ccctl run` sets from its options. Each host's own cap is
+    its ``max_jobs``."""
+
+    max_jobs: int | None = None  # across every host and workflow; None: no global cap
+    retry_backoff_s: float = 1.0  # first retry's delay; doubles per attempt
+    retry_backoff_max_s: float = 300.0
+    kill_grace_s: float = 5.0  # SIGTERM, then SIGKILL after this long
+    progress_interval_s: float = 1.0  # how often running jobs' logs are read
+
+
+@dataclass(frozen=True, slots=True)
 class Progress:
     """The latest progress marker seen in a job's log."""
 

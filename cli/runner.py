@@ -15,8 +15,7 @@ from typing import Any
 import click
 
 from ccd import logs, paths
-from ccd.engine import Engine
-from ccd.engine.runs import JobEvent, Limits, WorkflowRun
+from ccd.engine import Engine, JobEvent, Limits, WorkflowRun
 from ccd.engine.store import Store
 from ccd.errors import CcdError
 from ccd.models import JobState

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ccd.engine import Engine
-from ccd.engine.scheduler import Limits
+from ccd.engine import Engine, Limits
 from ccd.spec import WorkflowSpec, load
 
 # Fast pacing for tests: retries and kills do not need to wait seconds.

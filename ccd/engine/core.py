@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ccd import paths
-from ccd.engine.scheduler import Limits, Scheduler
+from ccd.engine.scheduler import Scheduler
 from ccd.engine.store import AttemptRecord, JobRecord, Store, WorkflowRecord
 from ccd.errors import NotFound, Problem, SpecError
 from ccd.executors.base import Executor, Handle, HostHealth, backend_class
-from ccd.models import JobState
+from ccd.models import JobState, Limits
 from ccd.spec import LOCAL_HOST as LOCAL
 from ccd.spec import HostSpec, WorkflowSpec, dag, parse
 
@@ -96,9 +96,13 @@ class Engine:
         paths.prepare_state_dir(state_dir)
         store = await Store.open(state_dir / paths.DB_NAME)
         executors = make_executors(hosts)
-        limits = _with_host_limits(limits or Limits(), hosts)
         scheduler = Scheduler(
-            store, executors, state_dir / paths.RUNS_NAME, limits, batch_hosts=_batch_hosts(hosts)
+            store,
+            executors,
+            state_dir / paths.RUNS_NAME,
+            limits or Limits(),
+            host_max_jobs=_host_max_jobs(hosts),
+            batch_hosts=_batch_hosts(hosts),
         )
         return cls(store, scheduler, executors, hosts)
 
@@ -111,7 +115,8 @@ class Engine:
         self.scheduler.adopt(added.values())
         self.hosts.update(hosts)
         self.scheduler.batch_hosts |= _batch_hosts(hosts)
-        self.scheduler.set_limits(_with_host_limits(limits, self.hosts))
+        self.scheduler.host_max_jobs = _host_max_jobs(self.hosts)
+        self.scheduler.set_limits(limits)
 
     async def parse(self, text: str, source: Path, base_dir: Path) -> WorkflowSpec:
         """Validate a workflow's YAML against this engine's hosts (off the event loop:
@@ -212,9 +217,8 @@ def _batch_hosts(hosts: Mapping[str, HostSpec]) -> set[str]:
     return {name for name, host in hosts.items() if host.type == "slurm"}
 
 
-def _with_host_limits(limits: Limits, hosts: Mapping[str, HostSpec]) -> Limits:
-    host_limits = {n: h.max_jobs for n, h in hosts.items() if h.max_jobs is not None}
-    return replace(limits, host_max_jobs={**host_limits, **limits.host_max_jobs})
+def _host_max_jobs(hosts: Mapping[str, HostSpec]) -> dict[str, int]:
+    return {name: host.max_jobs for name, host in hosts.items() if host.max_jobs is not None}
 
 
 def make_executors(

@@ -1,29 +1,14 @@
-"""The scheduler's in-memory records of workflows and jobs, its limits, and the events it
-announces. Plain data: the scheduler changes them, everyone else reads them."""
+"""The scheduler's in-memory records of workflows and jobs, and the events it announces.
+Plain data: the scheduler changes them, everyone else reads them."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ccd.engine.attempts import Attempt
 from ccd.models import JobState, WorkflowState
 from ccd.spec import JobSpec, WorkflowSpec
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """How much runs at once, and how retries and kills are paced."""
-
-    max_jobs: int | None = None  # across every host and workflow; None: no global cap
-    host_max_jobs: Mapping[str, int] = field(default_factory=dict)
-    default_host_max_jobs: int = os.cpu_count() or 1
-    retry_backoff_s: float = 1.0  # first retry's delay; doubles per attempt
-    retry_backoff_max_s: float = 300.0
-    kill_grace_s: float = 5.0  # SIGTERM, then SIGKILL after this long
-    progress_interval_s: float = 1.0  # how often running jobs' logs are read
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ that changed in one turn of the event loop shares one transaction.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import time
 from collections import deque
@@ -30,7 +31,7 @@ from ccd.engine.launch import (
     with_snapshot,
 )
 from ccd.engine.progress import LogTail
-from ccd.engine.runs import JobEvent, JobRun, Limits, WorkflowRun
+from ccd.engine.runs import JobEvent, JobRun, WorkflowRun
 from ccd.engine.store import (
     AttemptRecord,
     JobNote,
@@ -51,6 +52,7 @@ from ccd.models import (
     TERMINAL,
     ExitStatus,
     JobState,
+    Limits,
     Progress,
     WorkflowState,
     check_transition,
@@ -65,7 +67,8 @@ NEVER_STARTED = "never started (daemon restarted before launch)"
 # A running job's reason once it has been asked to stop: a restarted daemon asks again.
 CANCEL_REQUESTED = "cancel requested"
 
-__all__ = ["JobEvent", "JobRun", "Limits", "Scheduler", "WorkflowRun"]
+# A host without max_jobs runs this many of its jobs at once.
+DEFAULT_HOST_MAX_JOBS = os.cpu_count() or 1
 
 
 class Scheduler:
@@ -78,6 +81,7 @@ class Scheduler:
         runs_root: Path,
         limits: Limits | None = None,
         *,
+        host_max_jobs: Mapping[str, int] | None = None,
         batch_hosts: Iterable[str] = (),
     ) -> None:
         self._store = store
@@ -86,6 +90,7 @@ class Scheduler:
         self.batch_hosts = set(batch_hosts)
         self._runs_root = runs_root
         self.limits = limits or Limits()
+        self.host_max_jobs = dict(host_max_jobs or {})  # hosts without: DEFAULT_HOST_MAX_JOBS
         self._runner = AttemptRunner(
             executors,
             kill_grace_s=self.limits.kill_grace_s,
@@ -449,7 +454,7 @@ class Scheduler:
         self._ready.setdefault(job.spec.host, deque()).append(job)
 
     def _host_limit(self, host: str) -> int:
-        return self.limits.host_max_jobs.get(host, self.limits.default_host_max_jobs)
+        return self.host_max_jobs.get(host, DEFAULT_HOST_MAX_JOBS)
 
     def _take_slot(self, job: JobRun) -> None:
         self._running[job.spec.host] = self._running.get(job.spec.host, 0) + 1

@@ -22,8 +22,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import ccd
-from ccd.engine import Engine
-from ccd.engine.runs import JobEvent
+from ccd.engine import Engine, JobEvent
 from ccd.errors import CcdError, Conflict, NotFound, SpecError
 from ccd.server.guards import BodyLimit
 

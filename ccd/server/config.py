@@ -17,6 +17,7 @@ import yaml
 
 from ccd import paths
 from ccd.errors import ConfigError
+from ccd.models import Limits
 from ccd.paths import SOCKET_NAME as SOCKET_NAME
 from ccd.paths import default_socket as default_socket
 from ccd.spec import LOCAL_HOST, HostSpec, valid_name
@@ -26,20 +27,11 @@ from ccd.spec.model import OPTION_FIELDS
 
 
 @dataclass(frozen=True, slots=True)
-class LimitsConfig:
-    max_jobs: int | None = None
-    retry_backoff_s: float = 1.0
-    retry_backoff_max_s: float = 300.0
-    kill_grace_s: float = 5.0
-    progress_interval_s: float = 1.0
-
-
-@dataclass(frozen=True, slots=True)
 class Config:
     state_dir: Path
     socket: Path
     hosts: Mapping[str, HostSpec]
-    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    limits: Limits = field(default_factory=Limits)
     max_request_bytes: int = 16 << 20
     shutdown_grace_s: float = 5.0  # how long a stop waits for in-flight writes
 
@@ -87,7 +79,7 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 _TOP_FIELDS = {"state_dir", "socket", "hosts", "limits", "max_request_bytes", "shutdown_grace_s"}
-_LIMIT_FIELDS = set(LimitsConfig.__dataclass_fields__)
+_LIMIT_FIELDS = set(Limits.__dataclass_fields__)
 
 
 def _build(data: dict[str, Any], where: str, state_dir: Path | None, socket: Path | None) -> Config:
@@ -107,7 +99,7 @@ def _build(data: dict[str, Any], where: str, state_dir: Path | None, socket: Pat
     )
 
 
-def _limits(data: dict[str, Any], where: str) -> LimitsConfig:
+def _limits(data: dict[str, Any], where: str) -> Limits:
     _check_fields(data, _LIMIT_FIELDS, where, "limits.")
     values: dict[str, Any] = {}
     for key, value in data.items():
@@ -115,7 +107,7 @@ def _limits(data: dict[str, Any], where: str) -> LimitsConfig:
             values[key] = None if value is None else _count(value, where, "limits.max_jobs")
         else:
             values[key] = _seconds(value, where, f"limits.{key}")
-    return LimitsConfig(**values)
+    return Limits(**values)
 
 
 def _hosts(data: dict[str, Any], where: str) -> dict[str, HostSpec]:

@@ -28,7 +28,6 @@ from fastapi import FastAPI
 
 from ccd import logs, paths
 from ccd.engine import Engine
-from ccd.engine.runs import Limits
 from ccd.errors import AlreadyRunning, CcdError, ConfigError
 from ccd.server import config as config_mod
 from ccd.server import sdnotify
@@ -66,7 +65,7 @@ class Daemon:
         sock = _bind_socket(self.config.socket)
         self._socket_bound = True
         logs.configure(state_dir / paths.LOG_NAME, console=logs.console_default())
-        self._engine = await Engine.open(state_dir, self.config.hosts, _limits(self.config))
+        self._engine = await Engine.open(state_dir, self.config.hosts, self.config.limits)
         await self._engine.scheduler.recover()  # reconcile before serving any request
         self._app = app = create_app(
             self._engine, started_at=time.time(), max_request_bytes=self.config.max_request_bytes
@@ -143,21 +142,10 @@ class Daemon:
             log.error("reload_failed", error=str(err))
         else:
             assert self._engine is not None
-            self._engine.reload(new.hosts, _limits(new))
+            self._engine.reload(new.hosts, new.limits)
             self.config = new
             log.info("config_reloaded")
         sdnotify.notify("READY=1")
-
-
-def _limits(config: Config) -> Limits:
-    lim = config.limits
-    return Limits(
-        max_jobs=lim.max_jobs,
-        retry_backoff_s=lim.retry_backoff_s,
-        retry_backoff_max_s=lim.retry_backoff_max_s,
-        kill_grace_s=lim.kill_grace_s,
-        progress_interval_s=lim.progress_interval_s,
-    )
 
 
 def _lock_state_dir(state_dir: Path, socket_path: Path) -> IO[str]:

@@ -8,8 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from ccd.engine import Engine
-from ccd.engine.runs import Limits
+from ccd.engine import Engine, Limits
 from ccd.spec import HostSpec, JobSpec, WorkflowSpec
 from ccd.spec.hosts import Resources, SlurmOptions
 from tests.conftest import run_spec

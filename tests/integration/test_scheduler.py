@@ -9,8 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ccd.engine import Engine
-from ccd.engine.scheduler import Limits
+from ccd.engine import Engine, Limits
 from tests.conftest import FAST, load_text, run_spec
 
 

@@ -19,8 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from ccd.engine import Engine
-from ccd.engine.runs import JobEvent
+from ccd.engine import Engine, JobEvent
 from ccd.executors.base import STATUS_NAME, Handle, Launch, parse_status
 from ccd.executors.shell import LocalShell
 from ccd.executors.slurm import SlurmExecutor, check_limits, job_tag, render_batch

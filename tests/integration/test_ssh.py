@@ -20,8 +20,7 @@ from typing import Any
 
 import pytest
 
-from ccd.engine import Engine
-from ccd.engine.scheduler import Limits
+from ccd.engine import Engine, Limits
 from ccd.executors.base import HostHealth, Launch, check_outputs, parse_status
 from ccd.executors.ssh import SshConnection, SshExecutor
 from ccd.executors.ssh_remote import (

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from ccd.errors import ConfigError
+from ccd.models import Limits as LimitsConfig
 from ccd.server import config
-from ccd.server.config import Config, LimitsConfig
+from ccd.server.config import Config
 from ccd.spec import HostSpec
 from ccd.spec.hosts import Resources, SlurmOptions, SshOptions
 
