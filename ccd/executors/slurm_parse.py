@@ -17,7 +17,7 @@ from typing import TypeVar
 from ccd.errors import ExecutorError
 from ccd.executors.base import WRAPPER_NAME, Handle, Launch, StatusRecord, wrapper_exit
 from ccd.models import ExitStatus
-from ccd.spec.hosts import Resources, SlurmOptions, format_walltime
+from ccd.spec.hosts import Resources, SlurmOptions, clock_s, format_walltime
 
 SBATCH = ("sbatch", "--parsable")
 BATCH_NAME = "job.sbatch"
@@ -73,7 +73,6 @@ _T = TypeVar("_T")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _JOB_ID_RE = re.compile(r"^(\d+)(?:;\S*)?$")
 _EXIT_PAIR_RE = re.compile(r"^(\d+):(\d+)$")
-_DURATION_RE = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 _SDIAG_RPC_RE = re.compile(r"^\s*([A-Z][A-Z0-9_]+)\s+\(\s*\d+\)\s+count:(\d+)")
 _GPU_GRES_RE = re.compile(r"(?:^|,)gpu(?::[^:,(]+)?:(\d+)")
 
@@ -300,17 +299,7 @@ def classify(row: JobRow | None, record: StatusRecord) -> ExitStatus:
 def parse_duration_s(text: str) -> int | None:
     """Seconds from Slurm's ``[D-]HH:MM:SS`` / ``MM:SS`` / ``MM`` (MaxTime, TimeLimit); None
     for UNLIMITED/INFINITE or anything unparsable."""
-    match = _DURATION_RE.match(text.strip())
-    if match is None:
-        return None
-    days, a, b, c = (int(g) if g else None for g in match.groups())
-    if days is not None:
-        return days * 86400 + (a or 0) * 3600 + (b or 0) * 60 + (c or 0)
-    if c is not None:
-        return (a or 0) * 3600 + (b or 0) * 60 + c
-    if b is not None:
-        return (a or 0) * 60 + b
-    return (a or 0) * 60
+    return clock_s(text.strip())
 
 
 def parse_scontrol_records(text: str) -> list[dict[str, str]]:

@@ -33,10 +33,10 @@ RESOURCE_FIELDS = (
 
 _MEM_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:([KMGT])(?:i?B)?)?", re.IGNORECASE)
 _MEM_UNITS = {"": 1, "K": 1, "M": 1024, "G": 1024**2, "T": 1024**3}  # in KiB
-_TIME_RE = re.compile(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?")
-_UNITS_RE = re.compile(r"(?:\d+(?:\.\d+)?[smhd])+")  # 30m, 2h, 1h30m, 1.5d
-_UNIT_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_CLOCK_RE = re.compile(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?")  # [D-]HH:MM:SS, MM:SS, MM
+_UNITS_RE = re.compile(r"(?:(?:\d+\.?\d*|\.\d+)[smhd])+")  # 30m, 2h, 1h30m, 1.5d
+_UNIT_PART = re.compile(r"(\d+\.?\d*|\.\d+)([smhd])")
+_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 # sbatch options that ccd sets itself, or that would break its tracking of the one job it
 # submitted (an array, another cluster, a blocking or dry-run submit, a requeue that ccd's
 # --no-requeue is there to prevent). sbatch takes any unambiguous prefix of a long option
@@ -218,25 +218,39 @@ def parse_walltime_s(value: Any, problems: list[str]) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value * 60  # a bare number is minutes, as in sbatch --time
     text = str(value).strip()
-    if _UNITS_RE.fullmatch(text):
-        seconds = sum(float(n) * _UNIT_S[u] for n, u in _UNIT_PART.findall(text))
-        if seconds >= 1:
-            return math.ceil(seconds)
-    match = _TIME_RE.fullmatch(text)
-    if match:
-        days, a, b, c = (int(g) if g else None for g in match.groups())
-        if days is not None:  # D-HH[:MM[:SS]]
-            seconds = days * 86400 + (a or 0) * 3600 + (b or 0) * 60 + (c or 0)
-        elif c is not None:  # HH:MM:SS
-            seconds = (a or 0) * 3600 + (b or 0) * 60 + c
-        elif b is not None:  # MM:SS
-            seconds = (a or 0) * 60 + b
-        else:  # MM
-            seconds = (a or 0) * 60
-        if seconds > 0:
-            return seconds
+    seconds = units_s(text)
+    if seconds is not None and seconds >= 1:
+        return math.ceil(seconds)
+    clock = clock_s(text)
+    if clock is not None and clock > 0:
+        return clock
     problems.append(f"field 'time': '{value}' is not a walltime like 30m, 2h or 1-12:00:00")
     return None
+
+
+def units_s(text: str) -> float | None:
+    """Seconds from a duration in units: ``30s``, ``10m``, ``1h30m``, ``1.5d``; None if the
+    text is not of that form. (The one parser of durations: a job's ``timeout``, a batch
+    job's walltime and Slurm's own limits all come through here or `clock_s`.)"""
+    if not _UNITS_RE.fullmatch(text):
+        return None
+    return sum(float(n) * _UNIT_S[unit] for n, unit in _UNIT_PART.findall(text))
+
+
+def clock_s(text: str) -> int | None:
+    """Seconds from Slurm's forms: ``D-HH[:MM[:SS]]``, ``HH:MM:SS``, ``MM:SS`` or ``MM``;
+    None if the text is not of that form (e.g. ``UNLIMITED``)."""
+    match = _CLOCK_RE.fullmatch(text)
+    if match is None:
+        return None
+    days, a, b, c = (int(g) if g else None for g in match.groups())
+    if days is not None:  # D-HH[:MM[:SS]]
+        return days * 86400 + (a or 0) * 3600 + (b or 0) * 60 + (c or 0)
+    if c is not None:  # HH:MM:SS
+        return (a or 0) * 3600 + (b or 0) * 60 + c
+    if b is not None:  # MM:SS
+        return (a or 0) * 60 + b
+    return (a or 0) * 60  # MM
 
 
 def format_walltime(seconds: int) -> str:

@@ -23,6 +23,7 @@ import yaml
 
 from ccd.errors import Problem
 from ccd.memory import gc_paused as gc_paused
+from ccd.spec.hosts import units_s
 
 try:
     from yaml import CSafeLoader as _Loader
@@ -205,9 +206,6 @@ _BOOLS = frozenset(
 _NUMBER_RE = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 _INT_RE = re.compile(r"[-+]?\d+")
 _ENV_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_DURATION_RE = re.compile(r"(?:(?:\d+\.?\d*|\.\d+)[dhms])+")
-_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)([dhms])")
-_UNIT_S = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
 _SPECIAL_FLOATS = frozenset({".inf", "+.inf", "-.inf", ".nan"})
 
 
@@ -289,11 +287,8 @@ def as_positive(node: Node) -> int:
 def as_duration(node: Node) -> float:
     """Seconds from ``90``, ``1.5``, ``30s``, ``10m``, ``1h30m``, ``2d`` or ``1.5h``."""
     text = as_scalar(node, "a duration").strip()
-    if _NUMBER_RE.fullmatch(text):
-        seconds = float(text)
-    elif _DURATION_RE.fullmatch(text):
-        seconds = sum(float(n) * _UNIT_S[unit] for n, unit in _DURATION_PART.findall(text))
-    else:
+    seconds = float(text) if _NUMBER_RE.fullmatch(text) else units_s(text)
+    if seconds is None:
         raise Bad(f"expected a duration like 90, 30s, 10m, 1h30m or 2d, got {describe(node)}")
     if not 0 < seconds < float("inf"):
         raise Bad(f"duration must be positive, got {describe(node)}")
