@@ -15,9 +15,8 @@ from typing import Any
 import click
 
 from ccd import logs, paths
-from ccd.engine import Engine, JobEvent, Limits, WorkflowRun
-from ccd.engine.store import Store
-from ccd.errors import CcdError
+from ccd.engine import Engine, JobEvent, Limits, WorkflowRun, stored_states
+from ccd.errors import CcdError, Conflict
 from ccd.models import JobState
 from ccd.spec import WorkflowSpec
 from cli import render
@@ -54,10 +53,10 @@ async def _run(
         try:
             if stop.asked:
                 raise CcdError("interrupted before the workflow was submitted")
-            wf_id = await engine.scheduler.submit(spec, fail_fast=fail_fast)
+            wf_id = await engine.submit(spec, fail_fast=fail_fast)
             stop.cancels(engine, wf_id)
             async with _report(engine, wf_id, live, quiet), _watch_hosts(engine, spec):
-                await engine.scheduler.wait(wf_id)
+                await engine.wait(wf_id)
             status = (await engine.status(wf_id)).to_json()
         finally:
             await engine.close()
@@ -76,6 +75,7 @@ class _StopOnSignals:
     def __init__(self) -> None:
         self.asked = False
         self._cancel: Callable[[], object] | None = None
+        self._cancelling: set[asyncio.Task[None]] = set()  # owned here until they end
 
     def __enter__(self) -> _StopOnSignals:
         loop = asyncio.get_running_loop()
@@ -90,9 +90,18 @@ class _StopOnSignals:
 
     def cancels(self, engine: Engine, wf_id: str) -> None:
         """From now on a signal cancels ``wf_id`` (at once, if one came during its submit)."""
-        self._cancel = lambda: engine.scheduler.cancel(wf_id)
+        self._cancel = lambda: self._start_cancel(engine, wf_id)
         if self.asked:
-            engine.scheduler.cancel(wf_id)
+            self._start_cancel(engine, wf_id)
+
+    def _start_cancel(self, engine: Engine, wf_id: str) -> None:
+        async def cancel() -> None:
+            with contextlib.suppress(Conflict):  # it finished meanwhile: nothing to stop
+                await engine.cancel(wf_id)
+
+        task = asyncio.get_running_loop().create_task(cancel())
+        self._cancelling.add(task)
+        task.add_done_callback(self._cancelling.discard)
 
     def _on_signal(self) -> None:
         click.echo("\ncancelling: stopping running jobs...", err=True)
@@ -113,14 +122,14 @@ async def _report(engine: Engine, wf_id: str, live: bool, quiet: bool) -> AsyncI
             if ev.progress is None:  # progress ticks would flood a log file
                 click.echo(render.event_line(ev.workflow_id, ev.job, ev.state, ev.reason, ev.at))
 
-        unsubscribe = engine.scheduler.subscribe(print_event)
+        unsubscribe = engine.subscribe(print_event)
         try:
             yield
         finally:
             unsubscribe()
         return
     view = render.LiveView(sys.stdout)
-    run = engine.scheduler.workflows.get(wf_id)
+    run = engine.live_run(wf_id)
     if run is None:  # already over: the summary says it all
         yield
         return
@@ -187,23 +196,7 @@ def latest_states(
     db = state_dir / paths.DB_NAME
     if not db.exists():
         return {}, {}
-    return asyncio.run(_latest_states(spec, db))
-
-
-async def _latest_states(
-    spec: WorkflowSpec, db: Path
-) -> tuple[dict[str, JobState], dict[str, int]]:
-    store = await Store.open(db)
-    try:
-        runs = [w for w in await store.list_workflows() if w.source == str(spec.source)]
-        if not runs:
-            return {}, {}
-        jobs = await store.list_jobs(runs[-1].id)
-    finally:
-        await store.close()
-    states = {j.name: j.state for j in jobs}
-    progress = {j.name: j.progress for j in jobs if j.progress is not None}
-    return states, progress
+    return asyncio.run(stored_states(db, spec.source))
 
 
 def show_dry_run(spec: WorkflowSpec, state_dir: Path, *, as_json: bool = False) -> None:

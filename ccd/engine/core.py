@@ -6,17 +6,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ccd import paths
+from ccd.engine.runs import JobEvent, WorkflowRun
 from ccd.engine.scheduler import Scheduler
 from ccd.engine.store import AttemptRecord, JobRecord, Store, WorkflowRecord
-from ccd.errors import NotFound, Problem, SpecError
+from ccd.errors import Conflict, NotFound, Problem, SpecError
 from ccd.executors.base import Executor, Handle, HostHealth, backend_class
-from ccd.models import JobState, Limits
+from ccd.models import JobState, Limits, WorkflowState
 from ccd.spec import LOCAL_HOST as LOCAL
 from ccd.spec import HostSpec, WorkflowSpec, dag, parse
 
@@ -75,7 +76,9 @@ class WorkflowStatus:
 
 
 class Engine:
-    """Owns the store and the executors; hands the scheduler to callers."""
+    """The one way in for the API and the CLI: owns the store, the executors and the
+    scheduler, and answers every request they make. (`store` and `scheduler` stay public for
+    tests and benchmarks, which look underneath; callers do not.)"""
 
     def __init__(
         self,
@@ -146,6 +149,64 @@ class Engine:
                 field="host",
             )
         return list(problems.values())
+
+    # -- commands ---------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Load every unfinished workflow from the store; re-attach to running attempts."""
+        await self.scheduler.recover()
+
+    async def find_request(self, request_id: str) -> str | None:
+        """The id of the workflow submitted with ``request_id``, if one was."""
+        return await self.store.find_request(request_id)
+
+    async def submit(
+        self, spec: WorkflowSpec, *, fail_fast: bool = False, request_id: str | None = None
+    ) -> str:
+        """Store a workflow and start its root jobs; idempotent on ``request_id``."""
+        return await self.scheduler.submit(spec, fail_fast=fail_fast, request_id=request_id)
+
+    async def wait(self, workflow_id: str) -> WorkflowState:
+        """The workflow's state once it has finished."""
+        return await self.scheduler.wait(workflow_id)
+
+    async def cancel(self, workflow_id: str, jobs: Iterable[str] | None = None) -> list[str]:
+        """Cancel the named jobs (all unfinished ones if None) of a running workflow; returns
+        the names of those that were not finished. NotFound for an unknown workflow,
+        Conflict for one that has finished."""
+        await self.store.get_workflow(workflow_id)
+        if workflow_id not in self.scheduler.workflows:
+            raise Conflict(f"workflow '{workflow_id}' has already finished")
+        return self.scheduler.cancel(workflow_id, jobs)
+
+    async def retry(self, workflow_id: str, jobs: Iterable[str] | None = None) -> list[str]:
+        """Run failed, cancelled or skipped jobs again; returns the names of those reset."""
+        return await self.scheduler.retry(workflow_id, jobs)
+
+    async def delete(self, workflow_id: str) -> None:
+        """Forget a finished workflow: its rows and its run directories."""
+        await self.scheduler.delete(workflow_id)
+
+    def subscribe(self, listener: Callable[[JobEvent], None]) -> Callable[[], None]:
+        """Call ``listener`` with every committed change; returns an unsubscribe function."""
+        return self.scheduler.subscribe(listener)
+
+    # -- queries ----------------------------------------------------------------------
+
+    async def workflow(self, workflow_id: str) -> WorkflowRecord:
+        """The stored workflow; NotFound if there is none."""
+        return await self.store.get_workflow(workflow_id)
+
+    def live_run(self, workflow_id: str) -> WorkflowRun | None:
+        """The scheduler's in-memory view of a running workflow (for views that redraw
+        without reading the store); None once it has finished."""
+        return self.scheduler.workflows.get(workflow_id)
+
+    def workflows_running(self) -> int:
+        return sum(1 for run in self.scheduler.workflows.values() if run.unfinished)
+
+    def jobs_running(self) -> int:
+        return self.scheduler.running_count()
 
     async def list_workflows(self) -> list[WorkflowRecord]:
         return await self.store.list_workflows()
@@ -245,3 +306,19 @@ def _job_status(j: JobRecord) -> JobStatus:
         started_at=j.started_at,
         ended_at=j.ended_at,
     )
+
+
+async def stored_states(db: Path, source: Path) -> tuple[dict[str, JobState], dict[str, int]]:
+    """Job states and progress of the newest run stored in ``db`` of the workflow file
+    ``source`` (empty if none): what `ccctl graph FILE` colours the graph with."""
+    store = await Store.open(db)
+    try:
+        runs = [w for w in await store.list_workflows() if w.source == str(source)]
+        if not runs:
+            return {}, {}
+        jobs = await store.list_jobs(runs[-1].id)
+    finally:
+        await store.close()
+    states = {j.name: j.state for j in jobs}
+    progress = {j.name: j.progress for j in jobs if j.progress is not None}
+    return states, progress

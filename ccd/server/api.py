@@ -49,14 +49,16 @@ class JobsRequest(BaseModel):
 # -- the app ---------------------------------------------------------------------------------
 
 
-def create_app(engine: Engine, *, started_at: float, max_request_bytes: int) -> FastAPI:
+def create_app(
+    engine: Engine, streams: EventStreams, *, started_at: float, max_request_bytes: int
+) -> FastAPI:
+    """The API over ``engine``; ``/events`` serves ``streams``, which its owner closes to end
+    every open stream (a server's shutdown would wait on them)."""
     app = FastAPI(
         title="ccd",
         version=ccd.__version__,
         description="Submit, watch and control workflows of the ccd daemon.",
     )
-    streams = _EventStreams(engine)
-    app.state.streams = streams
     _add_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_request_bytes)
     _add_read_routes(app, engine, started_at)
@@ -67,7 +69,7 @@ def create_app(engine: Engine, *, started_at: float, max_request_bytes: int) -> 
         """Server-sent events: one ``data:`` line of JSON per committed change. With
         ``workflow``, the stream opens with that workflow's current state."""
         if workflow is not None:
-            await engine.store.get_workflow(workflow)  # 404 now, before the stream starts
+            await engine.workflow(workflow)  # 404 now, before the stream starts
         return StreamingResponse(
             streams.follow(workflow),
             media_type="text/event-stream",
@@ -80,14 +82,13 @@ def create_app(engine: Engine, *, started_at: float, max_request_bytes: int) -> 
 def _add_read_routes(app: FastAPI, engine: Engine, started_at: float) -> None:
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        workflows = engine.scheduler.workflows.values()
         return {
             "status": "ok",
             "version": ccd.__version__,
             "pid": os.getpid(),
             "uptime_s": round(time.time() - started_at, 3),
-            "workflows_running": sum(1 for w in workflows if w.unfinished),
-            "jobs_running": engine.scheduler.running_count(),
+            "workflows_running": engine.workflows_running(),
+            "jobs_running": engine.jobs_running(),
             "hosts": {
                 name: {"state": h.state, "reason": h.reason}
                 for name in engine.hosts
@@ -145,29 +146,24 @@ def _add_control_routes(app: FastAPI, engine: Engine) -> None:
     @app.post("/workflows", status_code=201)
     async def submit(body: SubmitRequest) -> dict[str, Any]:
         if body.request_id is not None:
-            existing = await engine.store.find_request(body.request_id)
+            existing = await engine.find_request(body.request_id)
             if existing is not None:
                 return {"id": existing, "existing": True}
         spec = await engine.parse(body.yaml, Path(body.source), Path(body.base_dir))
-        wf_id = await engine.scheduler.submit(
-            spec, fail_fast=body.fail_fast, request_id=body.request_id
-        )
+        wf_id = await engine.submit(spec, fail_fast=body.fail_fast, request_id=body.request_id)
         return {"id": wf_id, "existing": False}
 
     @app.post("/workflows/{workflow_id}/cancel")
     async def cancel(workflow_id: str, body: JobsRequest) -> dict[str, Any]:
-        await engine.store.get_workflow(workflow_id)
-        if workflow_id not in engine.scheduler.workflows:
-            raise Conflict(f"workflow '{workflow_id}' has already finished")
-        return {"cancelled": engine.scheduler.cancel(workflow_id, body.jobs)}
+        return {"cancelled": await engine.cancel(workflow_id, body.jobs)}
 
     @app.post("/workflows/{workflow_id}/retry")
     async def retry(workflow_id: str, body: JobsRequest) -> dict[str, Any]:
-        return {"retried": await engine.scheduler.retry(workflow_id, body.jobs)}
+        return {"retried": await engine.retry(workflow_id, body.jobs)}
 
     @app.delete("/workflows/{workflow_id}")
     async def delete(workflow_id: str) -> dict[str, Any]:
-        await engine.scheduler.delete(workflow_id)
+        await engine.delete(workflow_id)
         return {"deleted": workflow_id}
 
 
@@ -222,8 +218,8 @@ def _add_error_handlers(app: FastAPI) -> None:
 # -- server-sent events ----------------------------------------------------------------------
 
 
-class _EventStreams:
-    """Fans committed scheduler events out to every open event stream."""
+class EventStreams:
+    """Fans committed engine events out to every open event stream; `close` ends them all."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -239,11 +235,11 @@ class _EventStreams:
             if workflow is None or event.workflow_id == workflow:
                 queue.put_nowait(event)
 
-        unsubscribe = self._engine.scheduler.subscribe(listener)
+        unsubscribe = self._engine.subscribe(listener)
         try:
             if workflow is not None:
                 # Read only once subscribed: a change in between is then in the queue too.
-                state = (await self._engine.store.get_workflow(workflow)).state
+                state = (await self._engine.workflow(workflow)).state
                 yield _sse({"workflow": workflow, "job": None, "state": state})
             while not self._closing.is_set():
                 try:

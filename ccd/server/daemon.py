@@ -19,19 +19,19 @@ import socket
 import stat
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
 import structlog
 import uvicorn
-from fastapi import FastAPI
 
 from ccd import logs, paths
 from ccd.engine import Engine
 from ccd.errors import AlreadyRunning, CcdError, ConfigError
 from ccd.server import config as config_mod
 from ccd.server import sdnotify
-from ccd.server.api import create_app
+from ccd.server.api import EventStreams, create_app
 from ccd.server.config import Config
 from ccd.server.guards import PeerCheckedH11Protocol
 
@@ -48,8 +48,9 @@ class Daemon:
         self._stop = asyncio.Event()
         self._lock_file: IO[str] | None = None
         self._engine: Engine | None = None
-        self._server: uvicorn.Server | None = None
-        self._app: FastAPI | None = None
+        self._server: ApiServer | None = None
+        self._serving: asyncio.Task[None] | None = None
+        self._streams: EventStreams | None = None
         self._socket_bound = False
         self._watchdog: asyncio.Task[None] | None = None
         self.started = False
@@ -66,24 +67,25 @@ class Daemon:
         self._socket_bound = True
         logs.configure(state_dir / paths.LOG_NAME, console=logs.console_default())
         self._engine = await Engine.open(state_dir, self.config.hosts, self.config.limits)
-        await self._engine.scheduler.recover()  # reconcile before serving any request
-        self._app = app = create_app(
-            self._engine, started_at=time.time(), max_request_bytes=self.config.max_request_bytes
+        await self._engine.recover()  # reconcile before serving any request
+        self._streams = EventStreams(self._engine)
+        app = create_app(
+            self._engine,
+            self._streams,
+            started_at=time.time(),
+            max_request_bytes=self.config.max_request_bytes,
         )
-        server_config = uvicorn.Config(
-            app,
-            http=PeerCheckedH11Protocol,
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=max(1, round(self.config.shutdown_grace_s)),
+        self._server = ApiServer(
+            uvicorn.Config(
+                app,
+                http=PeerCheckedH11Protocol,
+                lifespan="off",
+                log_config=None,
+                access_log=False,
+                timeout_graceful_shutdown=max(1, round(self.config.shutdown_grace_s)),
+            )
         )
-        # Server.serve() would install its own signal handlers; start it piecewise instead.
-        server_config.load()
-        server = uvicorn.Server(server_config)
-        server.lifespan = server_config.lifespan_class(server_config)
-        await server.startup(sockets=[sock])
-        self._server = server
+        self._serving = await self._server.start(sock)
         self._install_signal_handlers()
         self._watchdog = _start_watchdog()
         self.started = True
@@ -100,10 +102,11 @@ class Daemon:
         log.info("daemon_stopping")
         if self._watchdog is not None:
             self._watchdog.cancel()
-        if self._server is not None and self._app is not None:
-            self._app.state.streams.close()  # end event streams, or shutdown waits on them
-            self._server.should_exit = True
-            await self._server.shutdown()
+        if self._streams is not None:
+            self._streams.close()  # end event streams, or the server's shutdown waits on them
+        if self._server is not None and self._serving is not None:
+            self._server.stop()
+            await self._serving
         if self._engine is not None:
             await asyncio.shield(self._engine.close())  # running jobs keep running
         if self._socket_bound:
@@ -146,6 +149,44 @@ class Daemon:
             self.config = new
             log.info("config_reloaded")
         sdnotify.notify("READY=1")
+
+
+class ApiServer(uvicorn.Server):
+    """uvicorn's server, run by its own `serve()`, except where the daemon must differ: the
+    daemon owns the signals (SIGHUP reloads, a second SIGTERM forces an exit), and its stop
+    is an event, not a 0.1 s poll of ``should_exit``."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._listening = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    async def start(self, sock: socket.socket) -> asyncio.Task[None]:
+        """Serve on ``sock`` from a task of its own; return it once listening (raise what
+        kept the server from starting)."""
+        serving = asyncio.create_task(self.serve(sockets=[sock]), name="api-server")
+        listening = asyncio.create_task(self._listening.wait())
+        await asyncio.wait({serving, listening}, return_when=asyncio.FIRST_COMPLETED)
+        if not listening.done():
+            listening.cancel()
+            serving.result()  # the reason it stopped, if it raised
+            raise CcdError("the API server stopped before it listened")
+        return serving
+
+    def stop(self) -> None:
+        self.should_exit = True
+        self._stopping.set()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # the daemon's handlers stay in place
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        self._listening.set()
+
+    async def main_loop(self) -> None:
+        await self._stopping.wait()
 
 
 def _lock_state_dir(state_dir: Path, socket_path: Path) -> IO[str]:
