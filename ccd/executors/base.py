@@ -15,13 +15,16 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path, PurePosixPath
-from typing import Any, Protocol
+from typing import Protocol, runtime_checkable
+
+from ccd.executors.shell import Shell
 
 # The attempt files' names live with the shepherd, which runs without the ccd package.
 from ccd.executors.shepherd import LOG_NAME as LOG_NAME
 from ccd.executors.shepherd import STATUS_NAME as STATUS_NAME
 from ccd.models import ExitStatus
 from ccd.spec.hosts import Resources
+from ccd.spec.model import HostSpec
 
 WRAPPER_NAME = "wrapper.sh"
 # Exit codes above 128 up to this are read as "killed by signal code-128" (the sh convention).
@@ -218,6 +221,24 @@ class Executor(Protocol):
         ...
 
 
+class ExecutorFactory(Protocol):
+    """A backend's class: ``create(host, executors)`` builds the executor of ``host``, given
+    those built before it (a Slurm host reaches its cluster through the ssh host it names)."""
+
+    def create(self, host: HostSpec, executors: Mapping[str, object]) -> Executor: ...
+
+
+@runtime_checkable
+class RemoteHost(Protocol):
+    """What a Slurm host needs of the ssh host it reaches its cluster through: its shell,
+    and whether it is up."""
+
+    @property
+    def shell(self) -> Shell: ...
+
+    def health(self) -> HostHealth: ...
+
+
 # Backends by host type, imported lazily so that e.g. asyncssh loads only when used.
 BACKENDS: dict[str, str] = {
     "local": "ccd.executors.local:LocalExecutor",
@@ -226,7 +247,8 @@ BACKENDS: dict[str, str] = {
 }
 
 
-def backend_class(host_type: str) -> Any:
+def backend_class(host_type: str) -> ExecutorFactory:
     """The executor class for a host type, imported on first use."""
     module_name, _, class_name = BACKENDS[host_type].partition(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    factory: ExecutorFactory = getattr(importlib.import_module(module_name), class_name)
+    return factory

@@ -34,12 +34,11 @@ from ccd.executors.base import (
     wrapper_exit,
 )
 from ccd.executors.procfs import local_boot_time, same_process
-from ccd.executors.shell import read_bytes
+from ccd.executors.shell import READ_MAX_BYTES, read_bytes
 from ccd.executors.shepherd_link import ShepherdLink
 from ccd.models import ExitStatus
 from ccd.spec.model import HostSpec
 
-READ_LOG_MAX_BYTES = 1 << 20
 _ALWAYS_OK = HostHealth()
 # A status file exists but is still empty only between the exclusive create that claims an
 # attempt and the write of its start record, microseconds apart; wait this long before
@@ -145,7 +144,7 @@ class LocalExecutor:
         if final_size is not None and offset >= final_size:
             del self._final_log_sizes[key]  # read to its end: no reader asks again
             return b""
-        return read_bytes(handle.run_dir / LOG_NAME, offset, READ_LOG_MAX_BYTES)
+        return read_bytes(handle.run_dir / LOG_NAME, offset, READ_MAX_BYTES)
 
     async def reattach(self, launch: Launch) -> Handle | None:
         run_dir = launch.run_dir.absolute()

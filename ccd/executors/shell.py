@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+# The most one read returns: a log's new bytes (the next read goes on), a status file.
+READ_MAX_BYTES = 1 << 20
+
 
 @dataclass(frozen=True, slots=True)
 class CommandResult:
@@ -33,7 +36,7 @@ class Shell(Protocol):
         """Create each file (absolute path -> content), creating parent directories."""
         ...
 
-    async def read_file(self, path: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
+    async def read_file(self, path: str, offset: int = 0, limit: int = READ_MAX_BYTES) -> bytes:
         """Bytes of ``path`` from ``offset`` (empty if the file does not exist)."""
         ...
 
@@ -62,7 +65,7 @@ class LocalShell:
     async def write_files(self, files: Mapping[str, bytes], *, mode: int = 0o644) -> None:
         await asyncio.to_thread(_write_files, files, mode)
 
-    async def read_file(self, path: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
+    async def read_file(self, path: str, offset: int = 0, limit: int = READ_MAX_BYTES) -> bytes:
         return read_bytes(_expand(path), offset, limit)
 
 

@@ -26,11 +26,10 @@ import contextlib
 import re
 import signal
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import structlog
 
@@ -44,13 +43,14 @@ from ccd.executors.base import (
     HealthListener,
     HostHealth,
     Launch,
+    RemoteHost,
     StateListener,
     StatusRecord,
     check_outputs,
     parse_status,
     wrapper_text,
 )
-from ccd.executors.batching import TokenBucket
+from ccd.executors.batching import Batcher, Budget, Pacer
 from ccd.executors.shell import CommandResult, LocalShell, Shell
 from ccd.executors.slurm_parse import BATCH_NAME, cluster_run_dir, job_tag, render_batch
 from ccd.models import ExitStatus
@@ -62,7 +62,6 @@ __all__ = ["SlurmExecutor", "check_limits", "cluster_run_dir", "job_tag", "rende
 
 log = structlog.get_logger("ccd.slurm")
 
-READ_LOG_MAX_BYTES = 1 << 20
 _Key = tuple[str, str, int]
 # Set inside the poller's task: its Slurm commands are counted per round.
 _POLLING: ContextVar[bool] = ContextVar("ccd_slurm_polling", default=False)
@@ -83,21 +82,6 @@ async def check_limits(shell: Shell, resources: Resources, partition: str | None
     return sp.limit_problems(
         resources, parts[name], sp.parse_sinfo_nodes(nodes_out.stdout.decode())
     )
-
-
-class _Budget:
-    """At most ``concurrency`` commands at once and ``rate_per_s`` on average (bursts up to
-    ``burst``): every Slurm command of one cluster passes through one of these."""
-
-    def __init__(self, rate_per_s: float, burst: float, concurrency: int) -> None:
-        self._slots = asyncio.Semaphore(concurrency)
-        self._bucket = TokenBucket(rate_per_s, burst)
-
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        async with self._slots:
-            await self._bucket.take()
-            yield
 
 
 @dataclass(eq=False, slots=True)
@@ -152,7 +136,11 @@ class SlurmExecutor:
     FINISHED_CACHE = 10_000
 
     def __init__(
-        self, host: str, shell: Shell, options: SlurmOptions | None = None, via_executor: Any = None
+        self,
+        host: str,
+        shell: Shell,
+        options: SlurmOptions | None = None,
+        via_executor: RemoteHost | None = None,
     ) -> None:
         self.host = host
         self.shell = shell
@@ -160,8 +148,8 @@ class SlurmExecutor:
         self.command_counts: Counter[str] = Counter()  # every command issued, by name
         self.round_commands: list[int] = []  # Slurm commands of each poll round
         self._via = via_executor
-        self._budget = _Budget(
-            self.COMMANDS_PER_S, self.COMMAND_BURST, self.MAX_CONCURRENT_COMMANDS
+        self._budget = Budget(
+            self.COMMANDS_PER_S, self.MAX_CONCURRENT_COMMANDS, burst=self.COMMAND_BURST
         )
         self._watches: dict[_Key, _Watch] = {}
         self._finished: OrderedDict[_Key, ExitStatus] = OrderedDict()
@@ -171,11 +159,18 @@ class SlurmExecutor:
         self._on_state: StateListener | None = None
         self._on_health: HealthListener | None = None
         self._root: str | None = None
-        self._interval_s = self.options.poll_interval_min_s
-        self._wake = asyncio.Event()
+        self._pace = Pacer(
+            self.options.poll_interval_min_s, self.options.poll_interval_s, growth=2.0
+        )
         self._poller: asyncio.Task[None] | None = None
-        self._lookups: dict[str, list[asyncio.Future[sp.JobRow | None]]] = {}
-        self._lookup_task: asyncio.Task[None] | None = None
+        # Lookups by tag arriving together share one squeue (and one sacct).
+        self._lookups: Batcher[str, sp.JobRow | None] = Batcher(
+            self._lookup_batch,
+            name=f"slurm-lookup-{host}",
+            max_batch=self.CHUNK * 20,
+            max_inflight=1,
+            window_s=self.LOOKUP_WINDOW_S,
+        )
         self._in_round = 0
 
     @classmethod
@@ -184,16 +179,15 @@ class SlurmExecutor:
         if options.via == "local":
             return cls(host.name, LocalShell(), options)
         via = executors.get(options.via)
-        shell = getattr(via, "shell", None)
-        if shell is None:
+        if not isinstance(via, RemoteHost):
             raise ExecutorError(f"slurm host '{host.name}': via '{options.via}' is not an ssh host")
-        return cls(host.name, shell, options, via)
+        return cls(host.name, via.shell, options, via)
 
     # -- the Executor protocol ------------------------------------------------------------
 
     def health(self) -> HostHealth:
         if self._via is not None:
-            via_health: HostHealth = self._via.health()
+            via_health = self._via.health()
             if via_health.state != "ok":
                 return via_health
         return self._health
@@ -254,7 +248,7 @@ class SlurmExecutor:
 
     async def read_log(self, handle: Handle, offset: int) -> bytes:
         run_dir = await self._run_dir(handle)
-        return await self.shell.read_file(f"{run_dir}/{LOG_NAME}", offset, READ_LOG_MAX_BYTES)
+        return await self.shell.read_file(f"{run_dir}/{LOG_NAME}", offset)
 
     async def reattach(self, launch: Launch) -> Handle | None:
         run_dir = await self._run_dir(launch)
@@ -276,11 +270,11 @@ class SlurmExecutor:
         return handle
 
     async def close(self) -> None:
-        for task in (self._poller, self._lookup_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        await self._lookups.close()
         for watch in self._watches.values():
             watch.done.cancel()  # nobody will resolve these: waiters must not hang
         self._watches.clear()
@@ -447,16 +441,15 @@ class SlurmExecutor:
 
     def _nudge(self) -> None:
         """Something changed (a submission, a cancel): poll soon again."""
-        self._interval_s = self.options.poll_interval_min_s
-        self._wake.set()
+        self._pace.hurry()
 
     async def _poll_loop(self) -> None:
         _POLLING.set(True)
-        loop = asyncio.get_running_loop()
-        last = loop.time()
+        pace = self._pace
+        pace.start_round()
         while self._watches or self._health.state != "ok":  # unhealthy: probe until back
-            await self._pause_until(last)
-            last = loop.time()
+            await pace.wait()
+            pace.start_round()
             self._in_round = 0
             try:
                 changed = await self._round()
@@ -464,16 +457,7 @@ class SlurmExecutor:
                 log.warning("slurm_poll_failed", host=self.host, error=repr(exc))
                 changed = False
             self.round_commands.append(self._in_round)
-            grown = min(self._interval_s * 2, self.options.poll_interval_s)
-            self._interval_s = self.options.poll_interval_min_s if changed else grown
-
-    async def _pause_until(self, last: float) -> None:
-        """Sleep until ``last`` + the current interval; a nudge may shorten the wait."""
-        loop = asyncio.get_running_loop()
-        while (delay := last + self._interval_s - loop.time()) > 0:
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+            pace.end_round(changed=changed)
 
     async def _round(self) -> bool:
         """One poll round over every watched attempt; True if anything changed."""
@@ -539,29 +523,14 @@ class SlurmExecutor:
     async def _lookup(self, tag: str) -> sp.JobRow | None:
         """The newest job named ``tag``; lookups arriving together share one squeue (and one
         sacct for those squeue has forgotten)."""
-        future: asyncio.Future[sp.JobRow | None] = asyncio.get_running_loop().create_future()
-        self._lookups.setdefault(tag, []).append(future)
-        if self._lookup_task is None or self._lookup_task.done():
-            self._lookup_task = asyncio.create_task(self._run_lookups())
-        return await future
+        return await self._lookups.submit(tag)
 
-    async def _run_lookups(self) -> None:
-        await asyncio.sleep(self.LOOKUP_WINDOW_S)
-        while self._lookups:
-            batch, self._lookups = self._lookups, {}
-            futures = [(tag, f) for tag, fs in batch.items() for f in fs]
-            try:
-                found = await self._find_by_names(list(batch))
-            except BaseException as exc:  # the waiters must hear of it, even of a cancel
-                for _, future in futures:
-                    if not future.done():
-                        future.set_exception(ExecutorError(f"finding jobs failed: {exc!r}"))
-                if not isinstance(exc, Exception):
-                    raise
-                continue
-            for tag, future in futures:
-                if not future.done():
-                    future.set_result(found.get(tag))
+    async def _lookup_batch(self, tags: list[str]) -> list[sp.JobRow | None]:
+        try:
+            found = await self._find_by_names(list(dict.fromkeys(tags)))
+        except Exception as exc:
+            raise ExecutorError(f"finding jobs failed: {exc!r}") from exc
+        return [found.get(tag) for tag in tags]
 
     async def _find_by_names(self, tags: Sequence[str]) -> dict[str, sp.JobRow]:
         found: dict[str, sp.JobRow] = {}

@@ -52,8 +52,8 @@ from ccd.executors.base import (
     parse_status,
     wrapper_text,
 )
-from ccd.executors.batching import Batcher, TokenBucket
-from ccd.executors.shell import CommandResult
+from ccd.executors.batching import Batcher, Budget
+from ccd.executors.shell import READ_MAX_BYTES, CommandResult
 from ccd.executors.ssh_remote import (
     Launched,
     PollItem,
@@ -81,7 +81,6 @@ log = structlog.get_logger("ccd.executors.ssh")
 
 T = TypeVar("T")
 
-READ_LOG_MAX_BYTES = 1 << 20
 FINAL_SIZES_KEPT = 4096
 LAUNCH_BATCH_MAX = 200
 LAUNCHES_IN_FLIGHT = 2
@@ -114,8 +113,7 @@ class SshConnection:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         # One session is the SFTP channel; commands share the rest.
-        self._slots = asyncio.Semaphore(max(1, opts.max_sessions - 1))
-        self._budget = TokenBucket(opts.commands_per_s)
+        self._budget = Budget(opts.commands_per_s, concurrency=max(1, opts.max_sessions - 1))
 
     @property
     def where(self) -> str:
@@ -146,8 +144,7 @@ class SshConnection:
         """Run ``command`` (a shell command line) on the host; Disconnected if the connection
         dropped under it, TimeoutError after ``timeout_s`` (the channel is then closed)."""
         conn, _ = await self.up()
-        async with self._slots:
-            await self._budget.take()
+        async with self._budget.slot():
             return await self._guard(conn, self._run(conn, command, stdin, timeout_s))
 
     async def sftp(self, call: Callable[[asyncssh.SFTPClient], Awaitable[T]]) -> T:
@@ -315,7 +312,7 @@ class SshShell:
 
         await self._conn.sftp(write)
 
-    async def read_file(self, path: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
+    async def read_file(self, path: str, offset: int = 0, limit: int = READ_MAX_BYTES) -> bytes:
         return await self._conn.sftp(
             lambda sftp: _read(sftp, self._conn.expand(path), offset, limit)
         )
@@ -345,7 +342,10 @@ class SshExecutor:
         self.conn = SshConnection(name, opts)
         self.shell = SshShell(self.conn)
         self._launcher: Batcher[RemoteLaunch, Launched] = Batcher(
-            self._launch_batch, max_batch=LAUNCH_BATCH_MAX, max_inflight=LAUNCHES_IN_FLIGHT
+            self._launch_batch,
+            name=f"ssh-launch-{name}",
+            max_batch=LAUNCH_BATCH_MAX,
+            max_inflight=LAUNCHES_IN_FLIGHT,
         )
         self._poller = Poller(self._poll)
         self._outputs: dict[str, tuple[str, ...]] = {}  # run dir -> output globs
@@ -430,7 +430,7 @@ class SshExecutor:
             return b""
         path = f"{self.conn.root}/{rel}/{LOG_NAME}"
         try:
-            return await self.shell.read_file(path, offset, READ_LOG_MAX_BYTES)
+            return await self.shell.read_file(path, offset)
         except Disconnected:
             return b""
 

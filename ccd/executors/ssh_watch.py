@@ -1,9 +1,9 @@
 """Watching the attempts of an ssh host: many jobs, one remote command per round.
 
 `Poller` is the one status reader of a host: each round one command reads every watched
-attempt's status file, its wrapper's liveness and its log size; the interval starts short and
-stretches while nothing changes. It does not know about SSH: it is given the coroutine that
-runs the remote side. (Launches are batched by `ccd.executors.batching.Batcher`.)
+attempt's status file, its wrapper's liveness and its log size, paced by a `Pacer` (short
+after a change, stretching while nothing changes). It does not know about SSH: it is given
+the coroutine that runs the remote side. (Launches are batched by `batching.Batcher`.)
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import structlog
 
 from ccd.errors import ExecutorError
 from ccd.executors.base import StatusRecord, parse_status
+from ccd.executors.batching import Pacer
 from ccd.executors.ssh_remote import PollItem, PollResult
 
 log = structlog.get_logger("ccd.executors.ssh")
@@ -38,14 +39,6 @@ class Watch:
     log_size: int | None = None
 
 
-@dataclass(slots=True)
-class _Pace:
-    min_s: float
-    max_s: float
-    interval_s: float = 0.0
-    due: float = 0.0
-
-
 class Poller:
     """The status reader of one host. ``poll(items)`` runs one remote round (and waits out a
     lost connection itself)."""
@@ -59,8 +52,7 @@ class Poller:
     ) -> None:
         self._poll = poll
         self._watches: dict[str, Watch] = {}
-        self._pace = _Pace(min_interval_s, max_interval_s, min_interval_s)
-        self._wake = asyncio.Event()
+        self._pace = Pacer(min_interval_s, max_interval_s, growth=1.5)
         self._task: asyncio.Task[None] | None = None
 
     def get(self, rel: str) -> Watch | None:
@@ -74,7 +66,7 @@ class Poller:
             watch = self._watches[rel] = Watch(rel, pid, done)
         elif watch.pid is None:
             watch.pid = pid
-        self._hurry()
+        self._pace.hurry()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._loop())
         return watch
@@ -92,26 +84,13 @@ class Poller:
             watch.done.cancel()
         self._watches.clear()
 
-    def _hurry(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._pace.interval_s = self._pace.min_s
-        due = loop.time() + self._pace.min_s
-        if due < self._pace.due:
-            self._pace.due = due
-            self._wake.set()
-
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
         pace = self._pace
-        pace.due = loop.time() + pace.interval_s
+        pace.start_round()  # the first round after min_s: attempts started together join it
         while self._watches:
-            while (delay := pace.due - loop.time()) > 0:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
-            changed = await self._round()
-            pace.interval_s = pace.min_s if changed else min(pace.interval_s * 1.5, pace.max_s)
-            pace.due = loop.time() + pace.interval_s
+            await pace.wait()
+            pace.start_round()
+            pace.end_round(changed=await self._round())
 
     async def _round(self) -> bool:
         watches = list(self._watches.values())
