@@ -6,22 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from ccd.client import Client, DaemonNotRunning
+from tests.helpers import wait_for
 
 START_TIMEOUT_S = 20.0
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float = 20.0, what: str = "") -> None:
-    """Poll ``predicate`` until it holds, failing after ``timeout_s`` (no fixed sleeps)."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        time.sleep(0.02)
 
 
 class DaemonProcess:

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from ccd.client import ApiError, Client
+from tests.helpers import pid_alive, wait_for
 from tests.integration.conftest import as_user
-from tests.integration.daemon_fixture import DaemonProcess, wait_for
+from tests.integration.daemon_fixture import DaemonProcess
 
 
 @pytest.fixture
@@ -32,14 +33,6 @@ def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
 def write(path: Path, text: str) -> Path:
     path.write_text(textwrap.dedent(text))
     return path
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(") ", 1)[1][0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
 
 
 def test_submit_wait_and_status_json(daemon: DaemonProcess, tmp_path: Path) -> None:

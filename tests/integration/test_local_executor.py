@@ -38,6 +38,7 @@ from ccd.executors.procfs import (
 )
 from ccd.executors.shepherd import address, socket_name
 from ccd.models import ExitStatus
+from tests.helpers import eventually, pid_alive
 from tests.integration.conftest import as_user
 
 DEADLINE_S = 10.0
@@ -81,21 +82,6 @@ def make_launch(tmp_path: Path) -> MakeLaunch:
         )
 
     return make
-
-
-async def eventually(check: Callable[[], bool], what: str) -> None:
-    """Poll ``check`` until it holds, failing after a deadline (not a fixed sleep)."""
-    deadline = time.monotonic() + DEADLINE_S
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
-
-
-def alive(pid: int) -> bool:
-    """True if ``pid`` runs; a zombie counts as gone (pid 1 here may not reap orphans)."""
-    fields = proc_stat_fields(pid)
-    return fields is not None and fields[0] != b"Z"
 
 
 def write_notebook(path: Path, *cells: str) -> None:
@@ -274,13 +260,13 @@ async def test_sigterm_kills_the_whole_group(
     pid_file = launch.run_dir / "grandchild.pid"
     await eventually(pid_file.exists, "the grandchild's pid")
     grandchild = int(pid_file.read_text())
-    assert alive(grandchild)
+    assert pid_alive(grandchild)
 
     await executor.signal(handle, signal.SIGTERM)
     status = await executor.wait(handle)
 
     assert status == ExitStatus(code=143, signal=signal.SIGTERM)
-    await eventually(lambda: not alive(grandchild), "the grandchild to die")
+    await eventually(lambda: not pid_alive(grandchild), "the grandchild to die")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP, signal.SIGTERM])
@@ -520,7 +506,7 @@ async def test_one_shepherd_per_state_dir_outlives_its_clients(make_launch: Make
         await first.close()
         await second.close()
     # No client is left, but jobs run: the shepherd stays to record their ends.
-    assert alive(shepherd)
+    assert pid_alive(shepherd)
     third = LocalExecutor()
     try:
         for launch in (a, b):
@@ -530,7 +516,7 @@ async def test_one_shepherd_per_state_dir_outlives_its_clients(make_launch: Make
             assert await third.wait(handle) == ExitStatus(code=143, signal=signal.SIGTERM)
     finally:
         await third.close()
-    await eventually(lambda: not alive(shepherd), "the idle shepherd to exit")
+    await eventually(lambda: not pid_alive(shepherd), "the idle shepherd to exit")
 
 
 async def test_jobs_of_a_dead_shepherd_end_lost(
@@ -544,7 +530,7 @@ async def test_jobs_of_a_dead_shepherd_end_lost(
     # Orphaned, the job runs on, but nobody can collect its exit code any more.
     waiter = asyncio.create_task(executor.wait(handle))
     await asyncio.sleep(0)
-    assert not waiter.done() and alive(handle.pid)
+    assert not waiter.done() and pid_alive(handle.pid)
     await executor.signal(handle, signal.SIGTERM)  # still reaches it, checked by its ticks
     assert await waiter == ExitStatus(code=None, reason="lost")
     # The next job gets a new shepherd.

@@ -6,29 +6,11 @@ import asyncio
 import dataclasses
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from ccd.engine import Engine, Limits
 from tests.conftest import FAST, load_text, run_spec
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[-1][0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-async def _wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> bool:
-    """Poll with a deadline (yielding to the event loop, which runs the scheduler)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.01)
-    return predicate()
+from tests.helpers import eventually, pid_alive
 
 
 async def test_diamond_runs_in_dependency_order(write_workflow, engine_for, tmp_path: Path) -> None:
@@ -220,7 +202,7 @@ async def test_timeout_kills_the_whole_process_group(
     assert jobs["slow"]["state"] == "failed"
     assert jobs["slow"]["reason"] == "timeout"
     grandchild = int(pidfile.read_text())
-    assert await _wait_until(lambda: not _pid_alive(grandchild)), "grandchild sleep survived"
+    assert await eventually(lambda: not pid_alive(grandchild)), "grandchild sleep survived"
 
 
 async def test_timeout_escalates_to_sigkill(write_workflow, engine_for, tmp_path: Path) -> None:
@@ -251,7 +233,7 @@ async def test_cancel_a_running_job(write_workflow, engine_for, tmp_path: Path) 
     )
     engine: Engine = await engine_for(spec)
     wf_id = await engine.scheduler.submit(spec)
-    assert await _wait_until(lambda: marker.exists() and marker.read_text().strip() != "")
+    assert await eventually(lambda: marker.exists() and marker.read_text().strip() != "")
     pid = int(marker.read_text())
     engine.scheduler.cancel(wf_id, ["long"])
     await engine.scheduler.wait(wf_id)
@@ -259,7 +241,7 @@ async def test_cancel_a_running_job(write_workflow, engine_for, tmp_path: Path) 
     assert jobs["long"].state == "cancelled"
     assert jobs["after"].state == "skipped"
     assert jobs["free"].state == "succeeded"
-    assert await _wait_until(lambda: not _pid_alive(pid))
+    assert await eventually(lambda: not pid_alive(pid))
 
 
 async def test_cancel_whole_workflow(write_workflow, engine_for, tmp_path: Path) -> None:
@@ -274,7 +256,7 @@ async def test_cancel_whole_workflow(write_workflow, engine_for, tmp_path: Path)
     )
     engine: Engine = await engine_for(spec)
     wf_id = await engine.scheduler.submit(spec)
-    assert await _wait_until(marker.exists)
+    assert await eventually(marker.exists)
     engine.scheduler.cancel(wf_id)
     assert await engine.scheduler.wait(wf_id) == "cancelled"
     jobs = {j.name: j.state for j in (await engine.status(wf_id)).jobs}
@@ -410,10 +392,10 @@ async def test_a_job_that_ends_while_no_engine_runs_keeps_its_end_time(
     first: Engine = await engine_for(spec)
     wf_id = await first.scheduler.submit(spec)
     run_dir = tmp_path / "state" / "runs" / wf_id / "a" / "1"
-    assert await _wait_until(lambda: (run_dir / "status").exists())
+    assert await eventually(lambda: (run_dir / "status").exists())
     await first.close()  # the job runs on, under its shepherd
     gate.touch()
-    assert await _wait_until(lambda: "\nexit " in (run_dir / "status").read_text())
+    assert await eventually(lambda: "\nexit " in (run_dir / "status").read_text())
     seen_ended_at = time.time()
     await asyncio.sleep(0.5)  # no engine for a while: downtime to tell the two times apart
     second: Engine = await engine_for(spec)

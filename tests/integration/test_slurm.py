@@ -28,6 +28,7 @@ from ccd.models import ExitStatus
 from ccd.spec import HostSpec, JobSpec, WorkflowSpec
 from ccd.spec.hosts import Resources, SlurmOptions
 from tests.conftest import FAST
+from tests.helpers import eventually, inline_launch
 from tests.integration import slurm_fixture
 from tests.integration.conftest import Sshd
 from tests.integration.slurm_fixture import REPO, SlurmCluster
@@ -56,14 +57,6 @@ async def jobs_named(tag: str) -> list[str]:
     return out.split()
 
 
-async def until(predicate: Callable[[], object], what: str, timeout_s: float = DEADLINE_S) -> None:
-    """Poll ``predicate`` (cheap, local) until it holds; fail after ``timeout_s``."""
-    async with asyncio.timeout(timeout_s):
-        while not predicate():  # noqa: ASYNC110 (state kept by a callback; no event to await)
-            await asyncio.sleep(0.05)
-    assert predicate(), what
-
-
 def launch_in(
     root: Path,
     job: str,
@@ -74,16 +67,13 @@ def launch_in(
 ) -> Launch:
     """An attempt of an inline command; job names are unique within the module, and tags
     across test runs (Slurm remembers finished jobs' names for MinJobAge)."""
-    run_dir = root / wf / job / str(attempt)
-    return Launch(
-        wf,
+    return inline_launch(
+        root,
         job,
-        attempt,
-        run_dir,
-        run_dir / "inline.sh",
-        ("sh", "./inline.sh"),
-        {},
-        inline=command,
+        command,
+        workflow_id=wf,
+        attempt=attempt,
+        script_name="inline.sh",
         resources=resources,
     )
 
@@ -127,15 +117,15 @@ async def test_outcomes_exit_cancel_pending(executor: SlurmExecutor, tmp_path: P
     handles = {name: await executor.start(launch) for name, launch in launches.items()}
     waits = {name: asyncio.ensure_future(executor.wait(h)) for name, h in handles.items()}
 
-    await until(lambda: states.has("held", "pending", "JobHeldUser"), "held shown pending")
+    await eventually(lambda: states.has("held", "pending", "JobHeldUser"), "held shown pending")
     await run("scontrol", "release", str(handles["held"].job_id))
-    await until(lambda: states.has("outside", "running"), "outside running")
+    await eventually(lambda: states.has("outside", "running"), "outside running")
     await run("scancel", str(handles["outside"].job_id))  # someone else's scancel
-    await until(lambda: states.has("ours", "running"), "ours running")
+    await eventually(lambda: states.has("ours", "running"), "ours running")
     await executor.signal(handles["ours"], signal.SIGTERM)
-    await until(lambda: states.has("later", "pending", "BeginTime"), "later pending")
+    await eventually(lambda: states.has("later", "pending", "BeginTime"), "later pending")
     await run("scontrol", "hold", str(handles["later"].job_id))  # JobHeldAdmin as root
-    await until(lambda: states.has("later", "pending", "JobHeld"), "the new reason shown")
+    await eventually(lambda: states.has("later", "pending", "JobHeld"), "the new reason shown")
     await executor.signal(handles["later"], signal.SIGTERM)  # cancel while pending
 
     async with asyncio.timeout(DEADLINE_S):
@@ -259,7 +249,7 @@ async def test_engine_runs_a_slurm_workflow(slurm: SlurmCluster, tmp_path: Path)
     engine.scheduler.subscribe(events.append)
     try:
         wf = await engine.scheduler.submit(spec)
-        await until(
+        await eventually(
             lambda: any(e.job == "h" and e.reason == "JobHeldUser" for e in events),
             "h shown pending, held",
         )
@@ -290,7 +280,7 @@ async def test_a_timeout_does_not_count_the_time_in_the_queue(
     engine.scheduler.subscribe(events.append)
     try:
         wf = await engine.scheduler.submit(spec)
-        await until(lambda: any(e.reason == "JobHeldUser" for e in events), "h held")
+        await eventually(lambda: any(e.reason == "JobHeldUser" for e in events), "h held")
         await asyncio.sleep(3.0)  # queued past its timeout: a span of time, not a state
         await run("scontrol", "release", f"jobname={job_tag(wf, 'h', 1)}")
         async with asyncio.timeout(DEADLINE_S):

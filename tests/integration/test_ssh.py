@@ -7,12 +7,10 @@ counted in sshd's own log. No sleeps wait for state: everything polls with a dea
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import socket
 import textwrap
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -36,6 +34,7 @@ from ccd.executors.ssh_remote import (
 from ccd.spec import HostSpec, JobSpec, WorkflowSpec
 from cli import render
 from tests.conftest import FAST
+from tests.helpers import eventually
 from tests.integration.conftest import Sshd
 from tests.integration.daemon_fixture import DaemonProcess, wait_for
 
@@ -43,20 +42,6 @@ Probe = Callable[..., Awaitable[str]]
 
 
 # --- helpers ----------------------------------------------------------------------------
-
-
-async def until(predicate: Callable[[], Any], timeout_s: float = 30.0, what: str = "") -> Any:
-    """Poll ``predicate`` (sync or async) until truthy, failing after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what or predicate}")
-        await asyncio.sleep(0.02)
 
 
 def remote_root(sshd: Sshd) -> str:
@@ -267,7 +252,7 @@ async def test_timeout_kills_the_remote_process_group(
     engine = await open_engine(hosts)
     jobs = await run_jobs(engine, spec)
     assert jobs["slow"]["state"] == "failed" and jobs["slow"]["reason"] == "timeout"
-    await until(lambda: _none_left(probe, "sleep 730"), what="the remote group to die")
+    await eventually(lambda: _none_left(probe, "sleep 730"), what="the remote group to die")
 
 
 async def _none_left(probe: Probe, marker: str) -> bool:
@@ -281,13 +266,13 @@ async def test_cancel_kills_the_remote_process_group(
     spec = spec_of(tmp_path, hosts, job("long", "echo begun; sleep 7311 & sleep 7312; wait"))
     engine = await open_engine(hosts)
     wf_id = await engine.scheduler.submit(spec)
-    await until(lambda: remote_processes(probe, "sleep 731"), what="the job to run")
-    await until(lambda: _log_has(engine, wf_id, "long", "begun"), what="its log")
+    await eventually(lambda: remote_processes(probe, "sleep 731"), what="the job to run")
+    await eventually(lambda: _log_has(engine, wf_id, "long", "begun"), what="its log")
     assert len(await remote_processes(probe, "sleep 731")) == 2
     engine.scheduler.cancel(wf_id, ["long"])
     await engine.scheduler.wait(wf_id)
     assert (await job_states(engine, wf_id))["long"]["state"] == "cancelled"
-    await until(lambda: _none_left(probe, "sleep 731"), what="the remote group to die")
+    await eventually(lambda: _none_left(probe, "sleep 731"), what="the remote group to die")
 
 
 async def _log_has(engine: Engine, wf_id: str, name: str, text: str) -> bool:
@@ -323,12 +308,12 @@ async def test_cut_connection_mid_job_completes_once(
     spec = spec_of(tmp_path, hosts, job("a", "echo begun; sleep 2; echo finished"))
     engine = await open_engine(hosts)
     wf_id = await engine.scheduler.submit(spec)
-    await until(lambda: _log_has(engine, wf_id, "a", "begun"), what="the job to start")
+    await eventually(lambda: _log_has(engine, wf_id, "a", "begun"), what="the job to start")
     lab = lab_of(engine)
     assert lab.conn.connections == 1
     for pid in sshd.connection_pids():  # the per-connection sshd processes
         os.kill(pid, signal.SIGKILL)
-    await until(lambda: lab.conn.connections == 2, what="a reconnection")
+    await eventually(lambda: lab.conn.connections == 2, what="a reconnection")
     await engine.scheduler.wait(wf_id)
     jobs = await job_states(engine, wf_id)
     assert jobs["a"]["state"] == "succeeded" and jobs["a"]["attempts"] == 1
@@ -364,10 +349,10 @@ async def test_sshd_down_longer_than_backoff_jobs_wait_then_finish(
 
     lab.conn.on_health = on_health
     wf_id = await engine.scheduler.submit(spec)
-    await until(lambda: _log_has(engine, wf_id, "a", "begun"), what="a to start")
+    await eventually(lambda: _log_has(engine, wf_id, "a", "begun"), what="a to start")
     try:
         sshd.stop()
-        health = await until(
+        health = await eventually(
             lambda: lab.health().state == "unreachable" and lab.health(),
             what="the host to be called unreachable",
         )
@@ -398,7 +383,7 @@ async def test_unknown_or_wrong_host_key_is_refused_with_a_clear_reason(
     chosen = empty if case == "unknown" else known
     executor = SshExecutor("lab", sshd.options(known_hosts=str(chosen)))
     try:
-        health = await until(
+        health = await eventually(
             lambda: executor.health().state == "unreachable" and executor.health(),
             what="a host key verdict",
         )
@@ -411,7 +396,7 @@ async def test_unknown_or_wrong_host_key_is_refused_with_a_clear_reason(
         "lab", sshd.options(known_hosts=str(empty), insecure_skip_host_key_check=True)
     )
     try:
-        await until(lambda: opted_out.health().state == "ok", what="the explicit opt-out")
+        await eventually(lambda: opted_out.health().state == "ok", what="the explicit opt-out")
     finally:
         await opted_out.close()
 
@@ -429,7 +414,7 @@ async def test_unreachable_host_gives_a_clear_state_not_a_crash(
     lab = lab_of(engine)
     spec = spec_of(tmp_path, hosts, job("a", "true"))
     wf_id = await engine.scheduler.submit(spec)
-    health = await until(
+    health = await eventually(
         lambda: lab.health().state == "unreachable" and lab.health(),
         what="the host to be called unreachable",
     )

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
 from typing import cast
 
 import pytest
@@ -15,6 +14,7 @@ from ccd.engine import commit
 from ccd.engine.commit import Committer
 from ccd.engine.store import Batch, Store, Transition
 from ccd.models import JobState
+from tests.helpers import eventually
 
 
 class FailingStore:
@@ -37,13 +37,6 @@ def _change(job: str) -> Transition:
     return Transition("w1", job, JobState.WAITING, JobState.READY, 1.0)
 
 
-async def _until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
-        await asyncio.sleep(0.001)
-
-
 async def test_failed_commit_is_retried_with_later_changes_and_acts_only_after(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -54,7 +47,7 @@ async def test_failed_commit_is_retried_with_later_changes_and_acts_only_after(
     committer.batch.transitions.append(_change("a"))
     committer.after(lambda: acted.append(f"a after {len(store.committed)} commits"))
     committer.schedule()
-    await _until(lambda: store.calls >= 1)
+    await eventually(lambda: store.calls >= 1)
     assert acted == []  # not committed: not acted on
     committer.batch.transitions.append(_change("b"))  # made while the first commit failed
     committer.after(lambda: acted.append("b"))
@@ -71,7 +64,7 @@ async def test_drain_does_not_wait_out_a_retry(monkeypatch: pytest.MonkeyPatch) 
     committer = Committer(cast(Store, store), lambda: None)
     committer.batch.transitions.append(_change("a"))
     committer.schedule()
-    await _until(lambda: store.calls >= 1)
+    await eventually(lambda: store.calls >= 1)
     await asyncio.sleep(0)  # the flush is now waiting to retry
     with pytest.raises(sqlite3.OperationalError):
         await asyncio.wait_for(committer.drain(), 10)  # one more try, which fails
