@@ -1,0 +1,418 @@
+"""The API on loopback TCP, against the real daemon process: the token, browser login,
+cross-site forgery, the offline /docs page, and the socket's guard against browsers."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import stat
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from ccd.server.auth import TOKEN_NAME
+from tests.integration.daemon_fixture import DaemonProcess, wait_for
+
+LISTENING = re.compile(r"ccd: listening on (http://[^/\s]+/)")
+STATE_CHANGE = {"Origin": "http://evil.example", "Content-Type": "application/json"}
+
+
+class HttpDaemon(DaemonProcess):
+    """The daemon with its TCP door open on a free loopback port."""
+
+    def __init__(self, root: Path, *extra: str) -> None:
+        super().__init__(root)
+        self.extra = list(extra) or ["--http", "127.0.0.1:0"]
+        self.url = ""
+
+    def argv(self) -> list[str]:
+        return [*super().argv(), *self.extra]
+
+    def start(self) -> HttpDaemon:
+        offset = self.stderr_path.stat().st_size if self.stderr_path.exists() else 0
+        super().start()
+        wait_for(lambda: self._announced(offset) is not None, 10, "the daemon to name its URL")
+        self.url = self._announced(offset) or ""
+        return self
+
+    def _announced(self, offset: int) -> str | None:
+        found = LISTENING.search(self.stderr_path.read_text()[offset:])
+        return found.group(1) if found else None
+
+    @property
+    def token(self) -> str:
+        return (self.state_dir / TOKEN_NAME).read_text().strip()
+
+    def request(
+        self, method: str, path: str, *, token: str | None = None, cookie: str | None = None,
+        headers: dict[str, str] | None = None, body: object = None,
+    ) -> tuple[int, http.client.HTTPMessage, bytes]:  # fmt: skip
+        """One request on the TCP door; no redirect is followed."""
+        parts = urlsplit(self.url)
+        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+        sent = dict(headers or {})
+        if token is not None:
+            sent["Authorization"] = f"Bearer {token}"
+        if cookie is not None:
+            sent["Cookie"] = cookie
+        payload = None if body is None else json.dumps(body).encode()
+        if payload is not None:
+            sent.setdefault("Content-Type", "application/json")
+        try:
+            conn.request(method, path, body=payload, headers=sent)
+            response = conn.getresponse()
+            return response.status, response.headers, response.read()
+        finally:
+            conn.close()
+
+    def web(self, *args: str) -> dict[str, str]:
+        done = self.ccctl("web", "--json", *args)
+        assert done.returncode == 0, done.stderr
+        result: dict[str, str] = json.loads(done.stdout)
+        return result
+
+    def login(self) -> str:
+        """Open a fresh login link; the cookie it sets, as a Cookie header's value."""
+        link = self.web()["login_url"]
+        status, headers, _ = self.request("GET", link.removeprefix(self.url.rstrip("/")))
+        assert status == 200, link
+        return headers["set-cookie"].split(";")[0]
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[HttpDaemon]:
+    d = HttpDaemon(tmp_path).start()
+    yield d
+    d.stop()
+
+
+def sleeper(tmp_path: Path) -> Path:
+    path = tmp_path / "sleep.yaml"
+    path.write_text(textwrap.dedent("""
+        name: sleeper
+        jobs:
+          a: {run: 'sleep 60'}
+    """))  # fmt: skip
+    return path
+
+
+def submit_body(path: Path) -> dict[str, object]:
+    return {"yaml": path.read_text(), "source": str(path), "base_dir": str(path.parent)}
+
+
+def job_state(d: DaemonProcess, wf_id: str, job: str) -> str:
+    jobs = {j["name"]: j for j in d.client.status(wf_id)["jobs"]}
+    return str(jobs[job]["state"])
+
+
+# -- listening -------------------------------------------------------------------------
+
+
+def test_daemon_says_where_it_listens_and_serves_the_same_api(
+    daemon: HttpDaemon, tmp_path: Path
+) -> None:
+    stderr = daemon.stderr_path.read_text()
+    assert f"ccd: listening on {daemon.socket}" in stderr
+    assert urlsplit(daemon.url).hostname == "127.0.0.1"
+    status, _, body = daemon.request("POST", "/workflows", token=daemon.token,
+                                     body=submit_body(sleeper(tmp_path)))  # fmt: skip
+    assert status == 201, body
+    wf_id = json.loads(body)["id"]
+    assert daemon.client.status(wf_id)["workflow"]["name"] == "sleeper"  # the socket sees it
+    status, _, body = daemon.request("GET", "/workflows", token=daemon.token)
+    assert json.loads(body)["workflows"] == daemon.client.list_workflows()
+    status, _, body = daemon.request("POST", f"/workflows/{wf_id}/cancel", token=daemon.token,
+                                     body={"jobs": None})  # fmt: skip
+    assert status == 200, body
+    wait_for(lambda: job_state(daemon, wf_id, "a") == "cancelled", what="the cancel")
+
+
+def test_config_file_opens_the_tcp_door(tmp_path: Path) -> None:
+    config = tmp_path / "ccd.yaml"
+    config.write_text("http:\n  listen: 127.0.0.1:0\n")
+    d = HttpDaemon(tmp_path, "--config", str(config)).start()
+    try:
+        assert d.request("GET", "/health", token=d.token)[0] == 200
+    finally:
+        d.stop()
+
+
+def test_no_tcp_door_unless_asked(tmp_path: Path) -> None:
+    d = DaemonProcess(tmp_path).start()
+    try:
+        assert "http://" not in d.stderr_path.read_text()
+        web = d.ccctl("web")
+        assert web.returncode == 1 and "--http 127.0.0.1:8787" in web.stderr
+    finally:
+        d.stop()
+
+
+def test_binding_beyond_loopback_needs_an_explicit_option(tmp_path: Path) -> None:
+    refused = subprocess.run(
+        HttpDaemon(tmp_path, "--http", "0.0.0.0:0").argv(), capture_output=True, text=True,
+        timeout=30,
+    )  # fmt: skip
+    assert refused.returncode == 1
+    assert refused.stderr.count("\n") == 1 and "--http-allow-remote" in refused.stderr
+    assert "not a loopback address" in refused.stderr
+    d = HttpDaemon(tmp_path, "--http", "0.0.0.0:0", "--http-allow-remote").start()
+    try:
+        stderr = d.stderr_path.read_text()
+        assert "reachable from other machines" in stderr and "ssh -L" in stderr
+        assert d.request("GET", "/health")[0] == 401  # still behind the token
+    finally:
+        d.stop()
+
+
+# -- the token ---------------------------------------------------------------------------
+
+
+def test_token_file_is_private_and_kept_across_restarts(tmp_path: Path) -> None:
+    d = HttpDaemon(tmp_path).start()
+    try:
+        path = d.state_dir / TOKEN_NAME
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        token = d.token
+    finally:
+        d.stop()
+    d.start()
+    try:
+        assert d.token == token
+        assert d.request("GET", "/health", token=token)[0] == 200
+    finally:
+        d.stop()
+
+
+UNAUTHORIZED_PATHS = [
+    "/health", "/workflows", "/workflows/x", "/events", "/docs", "/openapi.json",
+    "/docs/assets/swagger-ui-bundle.js", "/", "/nope", "/redoc", "/auth/login-code",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [{}, {"token": "wrong"}, {"cookie": "ccd_session_0=1.abc"}, {"headers": {"Authorization":
+     "Basic dXNlcjpwYXNz"}}],
+    ids=["none", "wrong-token", "forged-cookie", "basic-auth"],
+)  # fmt: skip
+def test_without_the_token_every_request_gets_401_and_nothing_else(
+    daemon: HttpDaemon, credentials: dict[str, object]
+) -> None:
+    for method, path in [("GET", p) for p in UNAUTHORIZED_PATHS] + [
+        ("POST", "/workflows"), ("DELETE", "/workflows/x"), ("POST", "/auth/rotate-token"),
+        ("OPTIONS", "/workflows"), ("HEAD", "/docs"),
+    ]:  # fmt: skip
+        status, headers, body = daemon.request(method, path, **credentials)  # type: ignore[arg-type]
+        assert status == 401, (method, path)
+        assert headers["www-authenticate"] == "Bearer"
+        if method != "HEAD":
+            assert json.loads(body) == {"error": "unauthorized"}, (method, path)
+    assert daemon.client.health()["status"] == "ok"
+
+
+def test_a_good_cookie_does_not_rescue_a_wrong_token(daemon: HttpDaemon) -> None:
+    cookie = daemon.login()
+    assert daemon.request("GET", "/health", cookie=cookie)[0] == 200
+    assert daemon.request("GET", "/health", cookie=cookie, token="wrong")[0] == 401
+
+
+def test_credential_routes_answer_on_the_socket_only(daemon: HttpDaemon) -> None:
+    token = daemon.token
+    for path in ("/auth/login-code", "/auth/rotate-token"):
+        status, _, body = daemon.request("POST", path, token=token)
+        assert status == 403, path
+        assert "Unix socket" in json.loads(body)["error"]
+    assert daemon.token == token  # nothing rotated
+
+
+# -- browser login -----------------------------------------------------------------------
+
+
+def test_ccctl_web_prints_the_dashboard_and_a_one_time_login_link(daemon: HttpDaemon) -> None:
+    done = daemon.ccctl("web")
+    assert done.returncode == 0, done.stderr
+    assert daemon.url in done.stdout
+    links = re.findall(r"http://\S+/auth/login\?code=\S+", done.stdout)
+    assert len(links) == 1
+    assert daemon.token not in done.stdout  # the token never travels in a URL
+    assert "ssh -L" in done.stdout
+    path = links[0].removeprefix(daemon.url.rstrip("/"))
+    status, headers, page = daemon.request("GET", path)
+    assert status == 200
+    cookie = headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+    assert daemon.token not in cookie
+    assert headers["cache-control"] == "no-store"
+    # It moves on to the dashboard, by a relative URL
+    assert b'http-equiv="refresh" content="0; url=../"' in page
+    assert b"http" not in page.replace(b"http-equiv", b"")
+    assert daemon.request("GET", path)[0] == 401  # used once, gone
+    assert daemon.request("GET", "/auth/login?code=")[0] == 401
+    assert daemon.request("GET", "/auth/login")[0] == 401
+    assert daemon.request("POST", path)[0] == 405
+
+
+def test_cookie_works_across_a_restart_and_dies_with_rotation(tmp_path: Path) -> None:
+    d = HttpDaemon(tmp_path).start()
+    try:
+        cookie = d.login()
+        old_token = d.token
+        status, _, body = d.request("GET", "/workflows", cookie=cookie)
+        assert status == 200 and json.loads(body) == {"workflows": []}
+    finally:
+        d.stop()
+    d.start()  # a new process: the page's cookie still works
+    try:
+        assert d.request("GET", "/workflows", cookie=cookie)[0] == 200
+        unused_link = d.web()["login_url"]
+        rotated = d.ccctl("web", "--rotate-token")
+        assert rotated.returncode == 0, rotated.stderr
+        assert "rotated" in rotated.stdout and str(d.state_dir / TOKEN_NAME) in rotated.stdout
+        assert d.token != old_token
+        assert d.request("GET", "/workflows", cookie=cookie)[0] == 401
+        assert d.request("GET", "/workflows", token=old_token)[0] == 401
+        assert d.request("GET", unused_link.removeprefix(d.url.rstrip("/")))[0] == 401
+        assert d.request("GET", "/workflows", token=d.token)[0] == 200
+        assert d.request("GET", "/workflows", cookie=d.login())[0] == 200
+    finally:
+        d.stop()
+
+
+# -- cross-site request forgery -----------------------------------------------------------
+
+
+def test_forged_cross_site_post_is_refused(daemon: HttpDaemon, tmp_path: Path) -> None:
+    wf_id = daemon.client.submit(sleeper(tmp_path))
+    wait_for(lambda: job_state(daemon, wf_id, "a") == "running", what="the job to start")
+    cookie = daemon.login()
+    cancel = f"/workflows/{wf_id}/cancel"
+    host = urlsplit(daemon.url).netloc
+    forged = [
+        {"Origin": "http://evil.example", "Content-Type": "text/plain"},  # a plain <form>
+        {"Origin": "http://evil.example", "Content-Type": "application/json"},
+        {"Origin": "null", "Content-Type": "application/json"},
+        {"Referer": "http://evil.example/page", "Content-Type": "application/json"},
+        {"Content-Type": "application/json"},  # says nothing of where it comes from
+    ]
+    for headers in forged:
+        status, _, body = daemon.request("POST", cancel, cookie=cookie, headers=headers,
+                                         body={"jobs": None})  # fmt: skip
+        assert status == 403, headers
+        assert json.loads(body) == {"error": "forbidden: cross-site request"}
+    status, _, _ = daemon.request("DELETE", f"/workflows/{wf_id}", cookie=cookie,
+                                  headers={"Origin": "http://evil.example"})  # fmt: skip
+    assert status == 403
+    assert job_state(daemon, wf_id, "a") == "running"  # nothing happened
+    # Reads by cookie need no origin; the page's own POST passes.
+    assert daemon.request("GET", f"/workflows/{wf_id}", cookie=cookie)[0] == 200
+    status, _, body = daemon.request("POST", cancel, cookie=cookie, body={"jobs": None},
+                                     headers={"Origin": f"http://{host}"})  # fmt: skip
+    assert status == 200, body
+    wait_for(lambda: job_state(daemon, wf_id, "a") == "cancelled", what="the cancel")
+
+
+def test_bearer_requests_need_no_origin(daemon: HttpDaemon, tmp_path: Path) -> None:
+    """A script's token is not carried by the browser: no forgery is possible with it."""
+    status, _, body = daemon.request("POST", "/workflows", token=daemon.token,
+                                     body=submit_body(sleeper(tmp_path)),
+                                     headers={"Origin": "http://elsewhere"})  # fmt: skip
+    assert status == 201, body
+    wf_id = json.loads(body)["id"]
+    assert daemon.request("DELETE", f"/workflows/{wf_id}", token=daemon.token)[0] in (200, 409)
+
+
+def _socket_request(d: DaemonProcess, raw: bytes) -> tuple[int, bytes]:
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(d.socket))
+        s.sendall(raw)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), body
+
+
+def test_socket_forwarded_to_a_browser_refuses_forged_requests(
+    daemon: HttpDaemon, tmp_path: Path
+) -> None:
+    """`ssh -L 8787:/run/user/N/ccd.sock` exposes the socket to the browser's pages."""
+    wf_id = daemon.client.submit(sleeper(tmp_path))
+    body = json.dumps({"jobs": None}).encode()
+    post = (f"POST /workflows/{wf_id}/cancel HTTP/1.1\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n").encode()  # fmt: skip
+    forged = post + b"Host: localhost:8787\r\nOrigin: http://evil.example\r\n\r\n" + body
+    assert _socket_request(daemon, forged)[0] == 403
+    rebound = (b"GET /workflows HTTP/1.1\r\nHost: evil.example:8787\r\nConnection: close\r\n"
+               b"Sec-Fetch-Site: same-origin\r\n\r\n")  # fmt: skip
+    assert _socket_request(daemon, rebound)[0] == 403
+    assert job_state(daemon, wf_id, "a") in ("pending", "ready", "running")
+    page = (b"GET /workflows HTTP/1.1\r\nHost: localhost:8787\r\nConnection: close\r\n"
+            b"Sec-Fetch-Site: same-origin\r\n\r\n")  # fmt: skip
+    assert _socket_request(daemon, page)[0] == 200
+    own = post + b"Host: localhost:8787\r\nOrigin: http://localhost:8787\r\n\r\n" + body
+    assert _socket_request(daemon, own)[0] == 200
+    wait_for(lambda: job_state(daemon, wf_id, "a") == "cancelled", what="the cancel")
+
+
+# -- /docs, offline ----------------------------------------------------------------------
+
+EXTERNAL_URL = re.compile(rb"""(?:src|href|url)\s*[=:(]\s*["']?\s*(?:https?:)?//""", re.I)
+
+
+def test_docs_page_loads_nothing_from_outside(daemon: HttpDaemon) -> None:
+    token = daemon.token
+    status, headers, page = daemon.request("GET", "/docs", token=token)
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in headers["content-security-policy"]
+    assert not EXTERNAL_URL.search(page), page
+    assets = re.findall(rb'(?:src|href)="([^"]+)"', page)
+    assert assets and all(not a.startswith((b"/", b"http")) for a in assets)  # relative
+    for asset in assets:
+        status, _, data = daemon.request("GET", "/" + asset.decode(), token=token)
+        assert status == 200 and data, asset
+        if asset.endswith(b"docs-init.js"):
+            assert b'url: "openapi.json"' in data and b"validatorUrl: null" in data
+    status, _, schema = daemon.request("GET", "/openapi.json", token=token)
+    assert status == 200 and json.loads(schema)["info"]["title"] == "ccd"
+    assert daemon.request("GET", "/redoc", token=token)[0] == 404  # its CDN page is gone
+
+
+def test_docs_assets_ship_in_the_wheel(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path), str(repo)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    import zipfile
+
+    (wheel,) = tmp_path.glob("ccd-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in ("swagger-ui-bundle.js", "swagger-ui.css", "docs-init.js", "LICENSE", "README.md"):
+        assert f"ccd/server/swagger_ui/{name}" in names
+
+
+# -- the schema tells the truth ----------------------------------------------------------
+
+
+def test_undeclared_methods_get_405_with_allow(daemon: HttpDaemon) -> None:
+    token = daemon.token
+    cases = {
+        "/workflows": {"GET", "POST"},
+        "/workflows/x": {"GET", "DELETE"},
+        "/health": {"GET"},
+        "/workflows/x/cancel": {"POST"},
+    }
+    for path, allowed in cases.items():
+        status, headers, body = daemon.request("PUT", path, token=token)
+        assert status == 405, path
+        assert set(headers["allow"].replace(" ", "").split(",")) - {"HEAD"} == allowed, path
+        assert json.loads(body)["error"]
