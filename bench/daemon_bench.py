@@ -77,7 +77,8 @@ class BenchError(RuntimeError):
 class Daemon:
     """A ``python -m ccd`` process in ``root``; ``stop()`` always leaves it dead."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, extra_args: Sequence[str] = ()) -> None:
+        self.extra_args = list(extra_args)  # e.g. --http 127.0.0.1:0
         self.state_dir = root / "state"
         sock_dir = root / "run"
         sock_dir.mkdir(mode=0o700)
@@ -95,6 +96,7 @@ class Daemon:
     def start(self) -> float:
         """Start it and wait until /health answers; the seconds that took."""
         argv = [PY, "-m", "ccd", "--state-dir", str(self.state_dir), "--socket", str(self.socket)]
+        argv += self.extra_args
         begin = time.perf_counter()
         with self.stderr_path.open("ab") as err:
             self.proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=err)

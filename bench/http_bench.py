@@ -48,8 +48,13 @@ from daemon_bench import (  # noqa: E402
 IDLE_CPU_TARGET_PCT = 0.1  # "~0%": under 0.1% of one core
 RSS_TARGET_MB = 100.0
 LISTENING = re.compile(r"ccd: listening on http://([^/:\s]+):(\d+)/")
-WARM_PATHS = ("/openapi.json", "/docs", "/docs/assets/swagger-ui.css",
-              "/docs/assets/swagger-ui-bundle.js", "/docs/assets/docs-init.js")  # fmt: skip
+WARM_PATHS = (
+    "/openapi.json",
+    "/docs",
+    "/docs/assets/swagger-ui.css",
+    "/docs/assets/swagger-ui-bundle.js",
+    "/docs/assets/docs-init.js",
+)
 
 
 class HttpDaemon(Daemon):
@@ -119,14 +124,16 @@ def measure(daemons: dict[str, HttpDaemon], idle_s: float) -> dict[str, dict[str
         cpu_s = (cpu_ticks(d.pid) - ticks0) / CLK_TCK
         pct = cpu_s / elapsed * 100
         rss_mb = status_kb(d.pid, "VmRSS") / 1024
+        wakeups = (context_switches(d.pid)[0] - switches0) / elapsed
         rows[name] = {
             f"idle CPU over {elapsed:.0f} s": f"{pct:.3f}% ({cpu_s * 1e3:.0f} ms)",
-            "wake-ups (voluntary ctx switches)": f"{(context_switches(d.pid)[0] - switches0) / elapsed:.2f}/s",
+            "wake-ups (voluntary ctx switches)": f"{wakeups:.2f}/s",
             "threads": str(thread_count(d.pid)),
             "RSS (VmRSS), warm, idle": f"{rss_mb:.1f} MB",
-            "  within targets?": "ok" if pct < IDLE_CPU_TARGET_PCT and rss_mb < RSS_TARGET_MB
+            "  within targets?": "ok"
+            if pct < IDLE_CPU_TARGET_PCT and rss_mb < RSS_TARGET_MB
             else "MISSED",
-        }  # fmt: skip
+        }
     return rows
 
 
@@ -139,8 +146,10 @@ def print_table(rows: dict[str, dict[str, str]]) -> None:
     print("-" * len(header))
     for figure in figures:
         print(figure.ljust(width) + "".join(rows[n][figure].ljust(22) for n in names))
-    print(f"\ntargets: idle CPU ~0% (< {IDLE_CPU_TARGET_PCT}% of one core), "
-          f"RSS < {RSS_TARGET_MB:.0f} MB")  # fmt: skip
+    print(
+        f"\ntargets: idle CPU ~0% (< {IDLE_CPU_TARGET_PCT}% of one core), "
+        f"RSS < {RSS_TARGET_MB:.0f} MB"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -163,6 +163,15 @@ class Client:
     def delete(self, workflow_id: str) -> dict[str, Any]:
         return self._json("DELETE", f"/workflows/{quote(workflow_id)}")
 
+    def login_link(self) -> dict[str, Any]:
+        """The TCP door's URL and a one-time browser login link (``url``, ``login_url``,
+        ``expires_in_s``); the daemon gives them on its socket only."""
+        return self._json("POST", "/auth/login-code")
+
+    def rotate_token(self) -> dict[str, Any]:
+        """Replace the TCP token: the old one and every browser session stop working."""
+        return self._json("POST", "/auth/rotate-token")
+
     def graph(self, workflow_id: str) -> str:
         return str(self._json("GET", f"/workflows/{quote(workflow_id)}/graph")["dot"])
 

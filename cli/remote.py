@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -249,4 +251,45 @@ def ping(ctx: click.Context, as_json: bool) -> None:
         )
 
 
-COMMANDS = (submit, list_, status, logs, cancel, retry, delete, ping)
+@click.command()
+@click.option(
+    "--rotate-token",
+    is_flag=True,
+    help="First make a new token: the old one and every browser session stop working now.",
+)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def web(ctx: click.Context, rotate_token: bool, as_json: bool) -> None:
+    """Print the dashboard's URL and a one-time link that logs a browser in."""
+    client = client_of(ctx)
+    result: dict[str, Any] = client.rotate_token() if rotate_token else {}
+    if rotate_token and not as_json:
+        click.echo(
+            "token rotated: the old one and every browser session stop working now; "
+            f"scripts read the new one from {result['token_file']}"
+        )
+    try:
+        result |= client.login_link()
+    except ApiError as err:
+        if not (rotate_token and err.status == 409):  # 409: no TCP door, nothing to log in to
+            raise
+    if as_json:
+        echo_json(result)
+    elif "url" in result:
+        click.echo(_web_text(result))
+
+
+def _web_text(link: dict[str, Any]) -> str:
+    port = urlsplit(link["url"]).port
+    minutes = link["expires_in_s"] / 60
+    return (
+        f"dashboard: {link['url']}\n"
+        f"log in:    {link['login_url']}\n"
+        f"           (the link works once, within {minutes:.0f} minutes; then the browser "
+        "stays logged in)\n"
+        f"from a laptop: ssh -N -L {port}:localhost:{port} {socket.gethostname()}\n"
+        "           then open the links there"
+    )
+
+
+COMMANDS = (submit, list_, status, logs, cancel, retry, delete, ping, web)

@@ -1,4 +1,5 @@
-"""The daemon's HTTP/JSON API (FastAPI), served on a Unix socket; OpenAPI at /openapi.json.
+"""The daemon's HTTP/JSON API (FastAPI), served on a Unix socket and, when asked, on loopback
+TCP behind a token (``auth.py``); OpenAPI at /openapi.json, its page at /docs.
 
 Every route maps one engine operation; errors are JSON ``{"error": message}`` with a 4xx
 status, and no request can take the daemon down. State changes are POST/DELETE only.
@@ -24,7 +25,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import ccd
 from ccd.engine import Engine, JobEvent
 from ccd.errors import CcdError, Conflict, NotFound, SpecError
+from ccd.server import apidocs, auth
+from ccd.server.auth import Credentials
 from ccd.server.guards import BodyLimit
+from ccd.server.openapi import allowed_methods, document_errors, errors
 
 log = structlog.get_logger("ccd.api")
 
@@ -50,21 +54,40 @@ class JobsRequest(BaseModel):
 
 
 def create_app(
-    engine: Engine, streams: EventStreams, *, started_at: float, max_request_bytes: int
+    engine: Engine,
+    streams: EventStreams,
+    *,
+    started_at: float,
+    max_request_bytes: int,
+    credentials: Credentials,
+    http_url: str | None = None,
 ) -> FastAPI:
     """The API over ``engine``; ``/events`` serves ``streams``, which its owner closes to end
-    every open stream (a server's shutdown would wait on them)."""
+    every open stream (a server's shutdown would wait on them). ``http_url`` is where its TCP
+    door listens (None: the socket only)."""
     app = FastAPI(
         title="ccd",
         version=ccd.__version__,
         description="Submit, watch and control workflows of the ccd daemon.",
+        docs_url=None,  # FastAPI's pages load their scripts from a CDN: apidocs serves ours
+        redoc_url=None,
     )
     _add_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_request_bytes)
     _add_read_routes(app, engine, started_at)
     _add_control_routes(app, engine)
+    _add_auth_routes(app, credentials, http_url)
+    apidocs.add_docs(app)
+    document_errors(app)
 
-    @app.get("/events")
+    @app.get(
+        "/events",
+        response_class=StreamingResponse,
+        responses={
+            200: {"content": {"text/event-stream": {}}, "description": "The event stream"},
+            **errors(404),
+        },
+    )
     async def events(workflow: str | None = None) -> StreamingResponse:
         """Server-sent events: one ``data:`` line of JSON per committed change. With
         ``workflow``, the stream opens with that workflow's current state."""
@@ -113,16 +136,23 @@ def _add_read_routes(app: FastAPI, engine: Engine, started_at: float) -> None:
             ]
         }
 
-    @app.get("/workflows/{workflow_id}")
+    @app.get("/workflows/{workflow_id}", responses=errors(404))
     async def status(workflow_id: str) -> dict[str, Any]:
         return (await engine.status(workflow_id)).to_json()
 
-    @app.get("/workflows/{workflow_id}/jobs/{job}/attempts")
+    @app.get("/workflows/{workflow_id}/jobs/{job}/attempts", responses=errors(404))
     async def attempts(workflow_id: str, job: str) -> dict[str, Any]:
         records = await engine.attempts(workflow_id, job)
         return {"attempts": [_attempt_json(a) for a in records]}
 
-    @app.get("/workflows/{workflow_id}/jobs/{job}/log")
+    @app.get(
+        "/workflows/{workflow_id}/jobs/{job}/log",
+        response_class=Response,
+        responses={
+            200: {"content": {"application/octet-stream": {}}, "description": "Log bytes"},
+            **errors(404),
+        },
+    )
     async def job_log(
         workflow_id: str,
         job: str,
@@ -137,13 +167,13 @@ def _add_read_routes(app: FastAPI, engine: Engine, started_at: float) -> None:
         }
         return Response(data, media_type="application/octet-stream", headers=headers)
 
-    @app.get("/workflows/{workflow_id}/graph")
+    @app.get("/workflows/{workflow_id}/graph", responses=errors(404))
     async def graph(workflow_id: str) -> dict[str, Any]:
         return {"dot": await engine.graph_dot(workflow_id)}
 
 
 def _add_control_routes(app: FastAPI, engine: Engine) -> None:
-    @app.post("/workflows", status_code=201)
+    @app.post("/workflows", status_code=201, responses=errors(422))
     async def submit(body: SubmitRequest) -> dict[str, Any]:
         if body.request_id is not None:
             existing = await engine.find_request(body.request_id)
@@ -153,18 +183,43 @@ def _add_control_routes(app: FastAPI, engine: Engine) -> None:
         wf_id = await engine.submit(spec, fail_fast=body.fail_fast, request_id=body.request_id)
         return {"id": wf_id, "existing": False}
 
-    @app.post("/workflows/{workflow_id}/cancel")
+    @app.post("/workflows/{workflow_id}/cancel", responses=errors(404, 409))
     async def cancel(workflow_id: str, body: JobsRequest) -> dict[str, Any]:
         return {"cancelled": await engine.cancel(workflow_id, body.jobs)}
 
-    @app.post("/workflows/{workflow_id}/retry")
+    @app.post("/workflows/{workflow_id}/retry", responses=errors(404, 409))
     async def retry(workflow_id: str, body: JobsRequest) -> dict[str, Any]:
         return {"retried": await engine.retry(workflow_id, body.jobs)}
 
-    @app.delete("/workflows/{workflow_id}")
+    @app.delete("/workflows/{workflow_id}", responses=errors(404, 409))
     async def delete(workflow_id: str) -> dict[str, Any]:
         await engine.delete(workflow_id)
         return {"deleted": workflow_id}
+
+
+def _add_auth_routes(app: FastAPI, credentials: Credentials, http_url: str | None) -> None:
+    """Credentials for the TCP door; they answer on the Unix socket only (auth.TcpGuard)."""
+
+    @app.post(auth.LOGIN_CODE_PATH, responses=errors(409))
+    async def login_code() -> dict[str, Any]:
+        """A one-time browser login link (``ccctl web``): it sets a session cookie."""
+        if http_url is None:
+            raise Conflict(
+                "the daemon does not listen on TCP: start it with --http 127.0.0.1:8787 "
+                "(or set http.listen in its config)"
+            )
+        code = credentials.new_login_code()
+        return {
+            "url": http_url,
+            "login_url": f"{http_url}{auth.LOGIN_PATH.lstrip('/')}?code={code}",
+            "expires_in_s": auth.LOGIN_CODE_TTL_S,
+        }
+
+    @app.post(auth.ROTATE_PATH)
+    async def rotate_token() -> dict[str, Any]:
+        """A new token: the old one and every session cookie stop working at once."""
+        credentials.rotate()
+        return {"token_file": str(credentials.token_path)}
 
 
 def _attempt_json(a: Any) -> dict[str, Any]:
@@ -205,8 +260,11 @@ def _add_error_handlers(app: FastAPI) -> None:
         return error(400, str(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error(exc.status_code, str(exc.detail))  # e.g. an unknown path or method
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        response = error(exc.status_code, str(exc.detail))  # e.g. an unknown path or method
+        if exc.status_code == 405:
+            response.headers["Allow"] = ", ".join(allowed_methods(app, request))
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -10,6 +10,8 @@ State-changing requests that ride on the cookie must come from the page's own or
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -18,7 +20,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
@@ -26,14 +28,9 @@ from urllib.parse import parse_qs, urlsplit
 import structlog
 
 from ccd.errors import CcdError
+from ccd.server.guards import App, Message, Receive, Scope, Send
 
 log = structlog.get_logger("ccd.auth")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 TOKEN_NAME = "http-token"
 LOGIN_PATH = "/auth/login"  # the one TCP path open without credentials (it takes a code)
@@ -57,6 +54,7 @@ class Credentials:
         self.token_path = token_path
         self._token = token
         self._codes: dict[str, float] = {}  # code -> expiry (monotonic seconds)
+        self._revoked = asyncio.Event()  # set by the next rotation; then a fresh one
 
     @classmethod
     def open(cls, state_dir: Path) -> Credentials:
@@ -77,7 +75,13 @@ class Credentials:
         _write_token(self.token_path, token)
         self._token = token
         self._codes.clear()
+        self._revoked.set()  # ends responses still streaming to the old credentials
+        self._revoked = asyncio.Event()
         log.info("http_token_rotated", path=str(self.token_path))
+
+    def revocation(self) -> asyncio.Event:
+        """Set when the credentials valid now stop being valid."""
+        return self._revoked
 
     # -- bearer token ---------------------------------------------------------------------
 
@@ -152,8 +156,10 @@ def _read_token(path: Path) -> str:
         )
     token = path.read_text(encoding="ascii", errors="replace").strip()
     if not _TOKEN_FORMAT.fullmatch(token):
-        raise CcdError(f"{path}: not a token (32 to 200 of A-Z a-z 0-9 _ -): delete it and "
-                       "restart ccd for a new one")  # fmt: skip
+        raise CcdError(
+            f"{path}: not a token (32 to 200 of A-Z a-z 0-9 _ -): delete it and "
+            "restart ccd for a new one"
+        )
     return token
 
 
@@ -224,14 +230,24 @@ class TcpGuard:
             await respond(send, 401, {"error": "unauthorized"}, _CHALLENGE)
             return
         if auth == "cookie" and scope["method"] not in SAFE_METHODS and not same_origin(headers):
-            log.warning("cross_site_request_refused", method=scope["method"], path=scope["path"],
-                        origin=headers.get(b"origin", b"").decode("latin-1"))  # fmt: skip
+            log.warning(
+                "cross_site_request_refused",
+                method=scope["method"],
+                path=scope["path"],
+                origin=headers.get(b"origin", b"").decode("latin-1"),
+            )
             await respond(send, 403, {"error": "forbidden: cross-site request"})
             return
         if scope["path"] in SOCKET_ONLY_PATHS:
             await respond(send, 403, {"error": "forbidden: only on the daemon's Unix socket"})
             return
-        await self._app({**scope, SCOPE_AUTH_KEY: auth}, receive, send)
+        await _until_revoked(
+            self._app,
+            {**scope, SCOPE_AUTH_KEY: auth},
+            receive,
+            send,
+            self._credentials.revocation(),
+        )
 
     def _authenticate(self, headers: Mapping[bytes, bytes]) -> Literal["token", "cookie"] | None:
         authorization = headers.get(b"authorization")
@@ -253,10 +269,18 @@ class TcpGuard:
         # A page that moves on by itself rather than a 303: the next request is then made by
         # this origin's page, so the SameSite=Strict cookie goes with it even when the link
         # was clicked on another site.
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"text/html; charset=utf-8"), (b"set-cookie", cookie.encode()),
-            (b"cache-control", b"no-store"), (b"referrer-policy", b"no-referrer"),
-        ]})  # fmt: skip
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/html; charset=utf-8"),
+                    (b"set-cookie", cookie.encode()),
+                    (b"cache-control", b"no-store"),
+                    (b"referrer-policy", b"no-referrer"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": _LOGGED_IN_PAGE})
 
 
@@ -265,6 +289,35 @@ _LOGGED_IN_PAGE = (
     b'<meta http-equiv="refresh" content="0; url=../"><title>ccd: logged in</title></head>'
     b'<body><p>Logged in. <a href="../">Open the dashboard</a>.</p></body></html>'
 )
+
+
+async def _until_revoked(
+    app: App, scope: Scope, receive: Receive, send: Send, revoked: asyncio.Event
+) -> None:
+    """Run ``app``; should the credentials be rotated meanwhile, a response still streaming
+    (an event stream) ends as if the client had gone, and the response is closed cleanly."""
+    complete = False
+
+    async def receive_or_revoked() -> Message:
+        if not revoked.is_set():
+            message = asyncio.ensure_future(receive())
+            rotation = asyncio.ensure_future(revoked.wait())
+            await asyncio.wait((message, rotation), return_when=asyncio.FIRST_COMPLETED)
+            rotation.cancel()
+            if message.done():
+                return message.result()
+            message.cancel()
+        return {"type": "http.disconnect"}
+
+    async def send_tracked(message: Message) -> None:
+        nonlocal complete
+        complete = message["type"] == "http.response.body" and not message.get("more_body")
+        await send(message)
+
+    await app(scope, receive_or_revoked, send_tracked)
+    if revoked.is_set() and not complete:
+        with contextlib.suppress(OSError):
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 class SocketGuard:
@@ -280,9 +333,13 @@ class SocketGuard:
         if scope["type"] == "http":
             headers = dict(scope["headers"])
             if from_browser(headers) and not self._allowed(scope["method"], headers):
-                log.warning("browser_request_refused", method=scope["method"],
-                            path=scope["path"], host=headers.get(b"host", b"").decode("latin-1"),
-                            origin=headers.get(b"origin", b"").decode("latin-1"))  # fmt: skip
+                log.warning(
+                    "browser_request_refused",
+                    method=scope["method"],
+                    path=scope["path"],
+                    host=headers.get(b"host", b"").decode("latin-1"),
+                    origin=headers.get(b"origin", b"").decode("latin-1"),
+                )
                 await respond(send, 403, {"error": "forbidden: cross-site request"})
                 return
         await self._app(scope, receive, send)
@@ -305,6 +362,11 @@ def _cookie(headers: Mapping[bytes, bytes], name: str) -> str | None:
 async def respond(
     send: Send, status: int, body: dict[str, Any], headers: tuple[tuple[bytes, bytes], ...] = ()
 ) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), *headers]})  # fmt: skip
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), *headers],
+        }
+    )
     await send({"type": "http.response.body", "body": json.dumps(body).encode()})

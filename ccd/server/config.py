@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,15 @@ from ccd.spec.model import OPTION_FIELDS
 
 
 @dataclass(frozen=True, slots=True)
+class HttpConfig:
+    listen: str | None = None  # "HOST:PORT"; None: no TCP listener
+    allow_remote: bool = False  # may `listen` be other than a loopback address?
+
+    def address(self) -> tuple[str, int] | None:
+        return None if self.listen is None else parse_listen(self.listen)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     state_dir: Path
     socket: Path
@@ -34,14 +43,38 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     max_request_bytes: int = 16 << 20
     shutdown_grace_s: float = 5.0  # how long a stop waits for in-flight writes
+    http: HttpConfig = field(default_factory=HttpConfig)
 
 
-def load(path: Path | None, *, state_dir: Path | None = None, socket: Path | None = None) -> Config:
+def load(
+    path: Path | None,
+    *,
+    state_dir: Path | None = None,
+    socket: Path | None = None,
+    http_listen: str | None = None,
+    http_allow_remote: bool = False,
+) -> Config:
     """Read the config file (if any); command-line values win over the file's."""
     data: dict[str, Any] = {}
     if path is not None:
         data = _read(path)
-    return _build(data, str(path or "<defaults>"), state_dir, socket)
+    where = str(path or "<defaults>")
+    config = _build(data, where, state_dir, socket)
+    if http_listen is not None or http_allow_remote:
+        listen = http_listen or config.http.listen
+        http = HttpConfig(listen, http_allow_remote or config.http.allow_remote)
+        config = replace(config, http=_checked_http(http, "--http"))
+    return config
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) -> (host, port); ValueError if it is not."""
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected HOST:PORT such as 127.0.0.1:8787, not '{text}'")
+    return host, int(port)
 
 
 class _Loader(yaml.SafeLoader):
@@ -78,8 +111,17 @@ def _read(path: Path) -> dict[str, Any]:
     return loaded
 
 
-_TOP_FIELDS = {"state_dir", "socket", "hosts", "limits", "max_request_bytes", "shutdown_grace_s"}
+_TOP_FIELDS = {
+    "state_dir",
+    "socket",
+    "hosts",
+    "limits",
+    "max_request_bytes",
+    "shutdown_grace_s",
+    "http",
+}
 _LIMIT_FIELDS = set(Limits.__dataclass_fields__)
+_HTTP_FIELDS = set(HttpConfig.__dataclass_fields__)
 
 
 def _build(data: dict[str, Any], where: str, state_dir: Path | None, socket: Path | None) -> Config:
@@ -96,7 +138,29 @@ def _build(data: dict[str, Any], where: str, state_dir: Path | None, socket: Pat
             data.get("max_request_bytes", 16 << 20), where, "max_request_bytes"
         ),
         shutdown_grace_s=_seconds(data.get("shutdown_grace_s", 5.0), where, "shutdown_grace_s"),
+        http=_http(_mapping(data, "http", where), where),
     )
+
+
+def _http(data: dict[str, Any], where: str) -> HttpConfig:
+    _check_fields(data, _HTTP_FIELDS, where, "http.")
+    listen = data.get("listen")
+    if listen is not None and not isinstance(listen, str):
+        raise ConfigError(
+            f"{where}: field 'http.listen': expected HOST:PORT such as 127.0.0.1:8787"
+        )
+    allow_remote = data.get("allow_remote", False)
+    if not isinstance(allow_remote, bool):
+        raise ConfigError(f"{where}: field 'http.allow_remote': expected true or false")
+    return _checked_http(HttpConfig(listen, allow_remote), f"{where}: field 'http.listen'")
+
+
+def _checked_http(http: HttpConfig, where: str) -> HttpConfig:
+    try:
+        http.address()
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    return http
 
 
 def _limits(data: dict[str, Any], where: str) -> Limits:

@@ -1,10 +1,11 @@
-"""The ccd daemon: lifecycle, signals, the state-dir lock, the socket, sd_notify.
+"""The ccd daemon: lifecycle, signals, the state-dir lock, the socket and TCP port, sd_notify.
 
-``startup()`` takes the state dir's lock, opens the engine, re-attaches to every job that was
-running, and only then listens; ``serve()`` waits for a stop; ``shutdown()`` stops taking
-requests and leaves running jobs running (their state is in the store and in their status
-files, so the next daemon picks them up). A second SIGTERM/SIGINT exits at once; SIGHUP
-reloads the config's limits and hosts.
+``startup()`` takes the state dir's lock, binds the Unix socket (and, when asked, a loopback
+TCP port: the same API behind the token of ``auth.py``), opens the engine, re-attaches to
+every job that was running, and only then serves; ``serve()`` waits for a stop;
+``shutdown()`` stops taking requests and leaves running jobs running (their state is in the
+store and in their status files, so the next daemon picks them up). A second SIGTERM/SIGINT
+exits at once; SIGHUP reloads the config's limits and hosts.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
+import ipaddress
 import os
 import signal
 import socket
@@ -32,8 +35,9 @@ from ccd.errors import AlreadyRunning, CcdError, ConfigError
 from ccd.server import config as config_mod
 from ccd.server import sdnotify
 from ccd.server.api import EventStreams, create_app
-from ccd.server.config import Config
-from ccd.server.guards import PeerCheckedH11Protocol
+from ccd.server.auth import Credentials, SocketGuard, TcpGuard
+from ccd.server.config import Config, HttpConfig
+from ccd.server.guards import App, PeerCheckedH11Protocol
 
 log = structlog.get_logger("ccd.daemon")
 
@@ -48,8 +52,8 @@ class Daemon:
         self._stop = asyncio.Event()
         self._lock_file: IO[str] | None = None
         self._engine: Engine | None = None
-        self._server: ApiServer | None = None
-        self._serving: asyncio.Task[None] | None = None
+        # One per door (the socket, the TCP port): the server and the task serving it.
+        self._servers: list[tuple[ApiServer, asyncio.Task[None]]] = []
         self._streams: EventStreams | None = None
         self._socket_bound = False
         self._watchdog: asyncio.Task[None] | None = None
@@ -65,7 +69,10 @@ class Daemon:
         # that connect while we recover wait in the backlog.
         sock = _bind_socket(self.config.socket)
         self._socket_bound = True
+        tcp = None if self.config.http.listen is None else _bind_tcp(self.config.http)
+        http_url = None if tcp is None else _url_of(tcp)
         logs.configure(state_dir / paths.LOG_NAME, console=logs.console_default())
+        credentials = Credentials.open(state_dir)
         self._engine = await Engine.open(state_dir, self.config.hosts, self.config.limits)
         await self._engine.recover()  # reconcile before serving any request
         self._streams = EventStreams(self._engine)
@@ -74,23 +81,37 @@ class Daemon:
             self._streams,
             started_at=time.time(),
             max_request_bytes=self.config.max_request_bytes,
+            credentials=credentials,
+            http_url=http_url,
         )
-        self._server = ApiServer(
+        await self._serve_on(SocketGuard(app), sock)
+        if tcp is not None:
+            await self._serve_on(TcpGuard(app, credentials), tcp)
+        self._install_signal_handlers()
+        self._watchdog = _start_watchdog()
+        self.started = True
+        sdnotify.notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=serving on {self.config.socket}")
+        log.info(
+            "daemon_started",
+            socket=str(self.config.socket),
+            http=http_url,
+            state_dir=str(state_dir),
+        )
+        _announce(self.config.socket, http_url, credentials)
+
+    async def _serve_on(self, app: App, sock: socket.socket) -> None:
+        server = ApiServer(
             uvicorn.Config(
                 app,
                 http=PeerCheckedH11Protocol,
                 lifespan="off",
                 log_config=None,
                 access_log=False,
+                proxy_headers=False,  # X-Forwarded-* from a local process must change nothing
                 timeout_graceful_shutdown=max(1, round(self.config.shutdown_grace_s)),
             )
         )
-        self._serving = await self._server.start(sock)
-        self._install_signal_handlers()
-        self._watchdog = _start_watchdog()
-        self.started = True
-        sdnotify.notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=serving on {self.config.socket}")
-        log.info("daemon_started", socket=str(self.config.socket), state_dir=str(state_dir))
+        self._servers.append((server, await server.start(sock)))
 
     async def serve(self) -> None:
         await self._stop.wait()
@@ -103,10 +124,10 @@ class Daemon:
         if self._watchdog is not None:
             self._watchdog.cancel()
         if self._streams is not None:
-            self._streams.close()  # end event streams, or the server's shutdown waits on them
-        if self._server is not None and self._serving is not None:
-            self._server.stop()
-            await self._serving
+            self._streams.close()  # end event streams, or the servers' shutdown waits on them
+        for server, _ in self._servers:
+            server.stop()
+        await asyncio.gather(*(serving for _, serving in self._servers))
         if self._engine is not None:
             await asyncio.shield(self._engine.close())  # running jobs keep running
         if self._socket_bound:
@@ -146,7 +167,7 @@ class Daemon:
         else:
             assert self._engine is not None
             self._engine.reload(new.hosts, new.limits)
-            self.config = new
+            self.config = dataclasses.replace(new, http=self.config.http)  # read at start only
             log.info("config_reloaded")
         sdnotify.notify("READY=1")
 
@@ -228,6 +249,65 @@ def _bind_socket(path: Path) -> socket.socket:
     return sock
 
 
+def _bind_tcp(http: HttpConfig) -> socket.socket:
+    """Listen on ``http.listen``: a loopback address, unless ``allow_remote`` says otherwise
+    (then say why that is risky)."""
+    address = http.address()
+    assert address is not None
+    try:
+        family, kind, proto, _, sockaddr = socket.getaddrinfo(
+            *address, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as err:
+        raise CcdError(f"cannot listen on {http.listen}: {err.strerror}") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(sockaddr)
+    except OSError as err:
+        sock.close()
+        raise CcdError(f"cannot listen on {http.listen}: {err.strerror}") from None
+    if not ipaddress.ip_address(sock.getsockname()[0]).is_loopback:
+        if not http.allow_remote:
+            sock.close()
+            raise CcdError(
+                f"HTTP address {http.listen} is not a loopback address: other machines could "
+                "reach the API, over plain HTTP. Use 127.0.0.1 and `ssh -L` (see README), or "
+                "pass --http-allow-remote (http.allow_remote: true) to bind it anyway"
+            )
+        print(
+            f"ccd: warning: {_url_of(sock)} is reachable from other machines. ccd speaks plain "
+            "HTTP: the token and session cookies cross the network unencrypted, for anyone on "
+            "the way to read and reuse. Prefer 127.0.0.1 and `ssh -L 8787:localhost:8787 HOST` "
+            "from your laptop (see README).",
+            file=sys.stderr,
+            flush=True,
+        )
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def _url_of(sock: socket.socket) -> str:
+    """The URL a browser on this machine (or at the end of a tunnel) opens."""
+    host, port = sock.getsockname()[:2]
+    ip = ipaddress.ip_address(host)
+    name = socket.gethostname() if ip.is_unspecified else f"[{ip}]" if ip.version == 6 else host
+    return f"http://{name}:{port}/"
+
+
+def _announce(socket_path: Path, http_url: str | None, credentials: Credentials) -> None:
+    """Say where the daemon listens (stderr: the terminal, or the journal under systemd)."""
+    print(f"ccd: listening on {socket_path}", file=sys.stderr)
+    if http_url is not None:
+        print(
+            f"ccd: listening on {http_url} (token in {credentials.token_path}; "
+            "`ccctl web` prints a login link)",
+            file=sys.stderr,
+        )
+    sys.stderr.flush()
+
+
 def _remove_stale_socket(path: Path) -> None:
     """Remove a socket left by a daemon that died; refuse one that something still serves
     (another daemon, on another state dir) and anything that is not a socket."""
@@ -264,9 +344,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--state-dir", type=Path, help="database, log and run dirs")
     parser.add_argument("--socket", type=Path, help="the API's Unix socket")
     parser.add_argument("--config", type=Path, help="YAML config (see configs/ccd.yaml)")
+    parser.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="also serve the API on this loopback TCP address, e.g. 127.0.0.1:8787 (every "
+        "request needs the token in <state-dir>/http-token; `ccctl web` logs a browser in)",
+    )
+    parser.add_argument(
+        "--http-allow-remote",
+        action="store_true",
+        help="let --http bind an address other machines can reach (plain HTTP: see README)",
+    )
     args = parser.parse_args(argv)
     try:
-        config = config_mod.load(args.config, state_dir=args.state_dir, socket=args.socket)
+        config = config_mod.load(
+            args.config,
+            state_dir=args.state_dir,
+            socket=args.socket,
+            http_listen=args.http,
+            http_allow_remote=args.http_allow_remote,
+        )
         daemon = Daemon(config, args.config)
         asyncio.run(daemon.run_async())
     except CcdError as err:

@@ -20,13 +20,14 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class BodyLimit:
     """Refuse request bodies over ``max_bytes`` with 413. The body is read here, before the
     app sees it (the app would turn any error while reading into a 400)."""
 
-    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], max_bytes: int):
+    def __init__(self, app: App, max_bytes: int):
         self._app = app
         self._max = max_bytes
 

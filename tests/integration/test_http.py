@@ -6,10 +6,12 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import shutil
 import stat
 import subprocess
 import sys
 import textwrap
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -50,9 +52,15 @@ class HttpDaemon(DaemonProcess):
         return (self.state_dir / TOKEN_NAME).read_text().strip()
 
     def request(
-        self, method: str, path: str, *, token: str | None = None, cookie: str | None = None,
-        headers: dict[str, str] | None = None, body: object = None,
-    ) -> tuple[int, http.client.HTTPMessage, bytes]:  # fmt: skip
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = None,
+        cookie: str | None = None,
+        headers: dict[str, str] | None = None,
+        body: object = None,
+    ) -> tuple[int, http.client.HTTPMessage, bytes]:
         """One request on the TCP door; no redirect is followed."""
         parts = urlsplit(self.url)
         conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
@@ -94,11 +102,13 @@ def daemon(tmp_path: Path) -> Iterator[HttpDaemon]:
 
 def sleeper(tmp_path: Path) -> Path:
     path = tmp_path / "sleep.yaml"
-    path.write_text(textwrap.dedent("""
+    path.write_text(
+        textwrap.dedent("""
         name: sleeper
         jobs:
           a: {run: 'sleep 60'}
-    """))  # fmt: skip
+    """)
+    )
     return path
 
 
@@ -120,15 +130,17 @@ def test_daemon_says_where_it_listens_and_serves_the_same_api(
     stderr = daemon.stderr_path.read_text()
     assert f"ccd: listening on {daemon.socket}" in stderr
     assert urlsplit(daemon.url).hostname == "127.0.0.1"
-    status, _, body = daemon.request("POST", "/workflows", token=daemon.token,
-                                     body=submit_body(sleeper(tmp_path)))  # fmt: skip
+    status, _, body = daemon.request(
+        "POST", "/workflows", token=daemon.token, body=submit_body(sleeper(tmp_path))
+    )
     assert status == 201, body
     wf_id = json.loads(body)["id"]
     assert daemon.client.status(wf_id)["workflow"]["name"] == "sleeper"  # the socket sees it
     status, _, body = daemon.request("GET", "/workflows", token=daemon.token)
     assert json.loads(body)["workflows"] == daemon.client.list_workflows()
-    status, _, body = daemon.request("POST", f"/workflows/{wf_id}/cancel", token=daemon.token,
-                                     body={"jobs": None})  # fmt: skip
+    status, _, body = daemon.request(
+        "POST", f"/workflows/{wf_id}/cancel", token=daemon.token, body={"jobs": None}
+    )
     assert status == 200, body
     wait_for(lambda: job_state(daemon, wf_id, "a") == "cancelled", what="the cancel")
 
@@ -155,9 +167,11 @@ def test_no_tcp_door_unless_asked(tmp_path: Path) -> None:
 
 def test_binding_beyond_loopback_needs_an_explicit_option(tmp_path: Path) -> None:
     refused = subprocess.run(
-        HttpDaemon(tmp_path, "--http", "0.0.0.0:0").argv(), capture_output=True, text=True,
+        HttpDaemon(tmp_path, "--http", "0.0.0.0:0").argv(),
+        capture_output=True,
+        text=True,
         timeout=30,
-    )  # fmt: skip
+    )
     assert refused.returncode == 1
     assert refused.stderr.count("\n") == 1 and "--http-allow-remote" in refused.stderr
     assert "not a loopback address" in refused.stderr
@@ -190,24 +204,40 @@ def test_token_file_is_private_and_kept_across_restarts(tmp_path: Path) -> None:
 
 
 UNAUTHORIZED_PATHS = [
-    "/health", "/workflows", "/workflows/x", "/events", "/docs", "/openapi.json",
-    "/docs/assets/swagger-ui-bundle.js", "/", "/nope", "/redoc", "/auth/login-code",
-]  # fmt: skip
+    "/health",
+    "/workflows",
+    "/workflows/x",
+    "/events",
+    "/docs",
+    "/openapi.json",
+    "/docs/assets/swagger-ui-bundle.js",
+    "/",
+    "/nope",
+    "/redoc",
+    "/auth/login-code",
+]
 
 
 @pytest.mark.parametrize(
     "credentials",
-    [{}, {"token": "wrong"}, {"cookie": "ccd_session_0=1.abc"}, {"headers": {"Authorization":
-     "Basic dXNlcjpwYXNz"}}],
+    [
+        {},
+        {"token": "wrong"},
+        {"cookie": "ccd_session_0=1.abc"},
+        {"headers": {"Authorization": "Basic dXNlcjpwYXNz"}},
+    ],
     ids=["none", "wrong-token", "forged-cookie", "basic-auth"],
-)  # fmt: skip
+)
 def test_without_the_token_every_request_gets_401_and_nothing_else(
     daemon: HttpDaemon, credentials: dict[str, object]
 ) -> None:
     for method, path in [("GET", p) for p in UNAUTHORIZED_PATHS] + [
-        ("POST", "/workflows"), ("DELETE", "/workflows/x"), ("POST", "/auth/rotate-token"),
-        ("OPTIONS", "/workflows"), ("HEAD", "/docs"),
-    ]:  # fmt: skip
+        ("POST", "/workflows"),
+        ("DELETE", "/workflows/x"),
+        ("POST", "/auth/rotate-token"),
+        ("OPTIONS", "/workflows"),
+        ("HEAD", "/docs"),
+    ]:
         status, headers, body = daemon.request(method, path, **credentials)  # type: ignore[arg-type]
         assert status == 401, (method, path)
         assert headers["www-authenticate"] == "Bearer"
@@ -241,7 +271,8 @@ def test_ccctl_web_prints_the_dashboard_and_a_one_time_login_link(daemon: HttpDa
     links = re.findall(r"http://\S+/auth/login\?code=\S+", done.stdout)
     assert len(links) == 1
     assert daemon.token not in done.stdout  # the token never travels in a URL
-    assert "ssh -L" in done.stdout
+    port = urlsplit(daemon.url).port
+    assert f"ssh -N -L {port}:localhost:{port} " in done.stdout  # how to reach it from a laptop
     path = links[0].removeprefix(daemon.url.rstrip("/"))
     status, headers, page = daemon.request("GET", path)
     assert status == 200
@@ -284,6 +315,23 @@ def test_cookie_works_across_a_restart_and_dies_with_rotation(tmp_path: Path) ->
         d.stop()
 
 
+def test_rotation_ends_event_streams_opened_with_the_old_credentials(daemon: HttpDaemon) -> None:
+    cookie = daemon.login()
+    parts = urlsplit(daemon.url)
+    streams = []
+    for credentials in ({"Cookie": cookie}, {"Authorization": f"Bearer {daemon.token}"}):
+        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+        conn.request("GET", "/events", headers=credentials)
+        response = conn.getresponse()
+        assert response.status == 200
+        streams.append((conn, response))
+    assert daemon.ccctl("web", "--rotate-token").returncode == 0
+    for conn, response in streams:
+        assert response.read() == b""  # the stream ends (chunked, cleanly), not at a timeout
+        conn.close()
+    assert daemon.client.health()["status"] == "ok"
+
+
 # -- cross-site request forgery -----------------------------------------------------------
 
 
@@ -301,27 +349,34 @@ def test_forged_cross_site_post_is_refused(daemon: HttpDaemon, tmp_path: Path) -
         {"Content-Type": "application/json"},  # says nothing of where it comes from
     ]
     for headers in forged:
-        status, _, body = daemon.request("POST", cancel, cookie=cookie, headers=headers,
-                                         body={"jobs": None})  # fmt: skip
+        status, _, body = daemon.request(
+            "POST", cancel, cookie=cookie, headers=headers, body={"jobs": None}
+        )
         assert status == 403, headers
         assert json.loads(body) == {"error": "forbidden: cross-site request"}
-    status, _, _ = daemon.request("DELETE", f"/workflows/{wf_id}", cookie=cookie,
-                                  headers={"Origin": "http://evil.example"})  # fmt: skip
+    status, _, _ = daemon.request(
+        "DELETE", f"/workflows/{wf_id}", cookie=cookie, headers={"Origin": "http://evil.example"}
+    )
     assert status == 403
     assert job_state(daemon, wf_id, "a") == "running"  # nothing happened
     # Reads by cookie need no origin; the page's own POST passes.
     assert daemon.request("GET", f"/workflows/{wf_id}", cookie=cookie)[0] == 200
-    status, _, body = daemon.request("POST", cancel, cookie=cookie, body={"jobs": None},
-                                     headers={"Origin": f"http://{host}"})  # fmt: skip
+    status, _, body = daemon.request(
+        "POST", cancel, cookie=cookie, body={"jobs": None}, headers={"Origin": f"http://{host}"}
+    )
     assert status == 200, body
     wait_for(lambda: job_state(daemon, wf_id, "a") == "cancelled", what="the cancel")
 
 
 def test_bearer_requests_need_no_origin(daemon: HttpDaemon, tmp_path: Path) -> None:
     """A script's token is not carried by the browser: no forgery is possible with it."""
-    status, _, body = daemon.request("POST", "/workflows", token=daemon.token,
-                                     body=submit_body(sleeper(tmp_path)),
-                                     headers={"Origin": "http://elsewhere"})  # fmt: skip
+    status, _, body = daemon.request(
+        "POST",
+        "/workflows",
+        token=daemon.token,
+        body=submit_body(sleeper(tmp_path)),
+        headers={"Origin": "http://elsewhere"},
+    )
     assert status == 201, body
     wf_id = json.loads(body)["id"]
     assert daemon.request("DELETE", f"/workflows/{wf_id}", token=daemon.token)[0] in (200, 409)
@@ -346,16 +401,22 @@ def test_socket_forwarded_to_a_browser_refuses_forged_requests(
     """`ssh -L 8787:/run/user/N/ccd.sock` exposes the socket to the browser's pages."""
     wf_id = daemon.client.submit(sleeper(tmp_path))
     body = json.dumps({"jobs": None}).encode()
-    post = (f"POST /workflows/{wf_id}/cancel HTTP/1.1\r\nConnection: close\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n").encode()  # fmt: skip
+    post = (
+        f"POST /workflows/{wf_id}/cancel HTTP/1.1\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    ).encode()
     forged = post + b"Host: localhost:8787\r\nOrigin: http://evil.example\r\n\r\n" + body
     assert _socket_request(daemon, forged)[0] == 403
-    rebound = (b"GET /workflows HTTP/1.1\r\nHost: evil.example:8787\r\nConnection: close\r\n"
-               b"Sec-Fetch-Site: same-origin\r\n\r\n")  # fmt: skip
+    rebound = (
+        b"GET /workflows HTTP/1.1\r\nHost: evil.example:8787\r\nConnection: close\r\n"
+        b"Sec-Fetch-Site: same-origin\r\n\r\n"
+    )
     assert _socket_request(daemon, rebound)[0] == 403
     assert job_state(daemon, wf_id, "a") in ("pending", "ready", "running")
-    page = (b"GET /workflows HTTP/1.1\r\nHost: localhost:8787\r\nConnection: close\r\n"
-            b"Sec-Fetch-Site: same-origin\r\n\r\n")  # fmt: skip
+    page = (
+        b"GET /workflows HTTP/1.1\r\nHost: localhost:8787\r\nConnection: close\r\n"
+        b"Sec-Fetch-Site: same-origin\r\n\r\n"
+    )
     assert _socket_request(daemon, page)[0] == 200
     own = post + b"Host: localhost:8787\r\nOrigin: http://localhost:8787\r\n\r\n" + body
     assert _socket_request(daemon, own)[0] == 200
@@ -387,17 +448,17 @@ def test_docs_page_loads_nothing_from_outside(daemon: HttpDaemon) -> None:
 
 def test_docs_assets_ship_in_the_wheel(tmp_path: Path) -> None:
     repo = Path(__file__).resolve().parents[2]
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path), str(repo)],
-        check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
-    import zipfile
-
+    source = tmp_path / "src"  # a copy: building in place would write into the checkout
+    shutil.copytree(repo, source, ignore=shutil.ignore_patterns(*IGNORED))
+    argv = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+    subprocess.run([*argv, "-w", str(tmp_path), str(source)], check=True, timeout=300)
     (wheel,) = tmp_path.glob("ccd-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in ("swagger-ui-bundle.js", "swagger-ui.css", "docs-init.js", "LICENSE", "README.md"):
         assert f"ccd/server/swagger_ui/{name}" in names
+
+
+IGNORED = (".git", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "tests", "bench")
 
 
 # -- the schema tells the truth ----------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 from ccd.errors import ConfigError
 from ccd.models import Limits as LimitsConfig
 from ccd.server import config
-from ccd.server.config import Config
+from ccd.server.config import Config, HttpConfig
 from ccd.spec import HostSpec
 from ccd.spec.hosts import Resources, SlurmOptions, SshOptions
 
@@ -57,6 +57,7 @@ def test_example_loads_with_the_code_defaults(xdg_env: Path) -> None:
     assert cfg.limits.progress_interval_s == 1.0
     assert cfg.max_request_bytes == 16 << 20 == _default(Config, "max_request_bytes")
     assert cfg.shutdown_grace_s == 5.0 == _default(Config, "shutdown_grace_s")
+    assert cfg.http == HttpConfig(listen=None, allow_remote=False)
     assert cfg == config.load(None)  # the example changes nothing
 
 
@@ -69,6 +70,7 @@ _YAML_NAMES = {"mem_kib": "mem", "time_s": "time"}
     [
         (Config, ""),
         (LimitsConfig, "limits."),
+        (HttpConfig, "http."),
         (HostSpec, "hosts.NAME."),
         (SshOptions, "hosts.NAME."),
         (SlurmOptions, "hosts.NAME."),
@@ -124,12 +126,14 @@ def test_example_states_each_default_in_its_comments() -> None:
     text = EXAMPLE.read_text()
     scalars = [
         f
-        for f in (*dataclasses.fields(LimitsConfig), *dataclasses.fields(Config))
+        for cls in (LimitsConfig, Config, HttpConfig)
+        for f in dataclasses.fields(cls)
         if f.default is None or isinstance(f.default, int | float)
     ]
-    assert len(scalars) == 7
+    assert len(scalars) == 9
     for f in scalars:
         shown = "null" if f.default is None else str(f.default)
+        shown = str(f.default).lower() if isinstance(f.default, bool) else shown
         block = re.search(rf"((?:^ *#.*\n)+) *{f.name}:", text, re.MULTILINE)
         assert block, f"{f.name} has no comment above it"
         assert f"Default: {shown}" in " ".join(block.group(1).split()), f.name
@@ -212,6 +216,16 @@ def test_command_line_beats_the_file(tmp_path: Path) -> None:
     assert (cfg.state_dir, cfg.socket) == (tmp_path / "cli-st", tmp_path / "f.sock")
 
 
+def test_http_listen_from_the_file_and_the_command_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "http: {listen: '127.0.0.1:8787'}\n")
+    assert config.load(path).http.address() == ("127.0.0.1", 8787)
+    cfg = config.load(path, http_listen="[::1]:0", http_allow_remote=True)
+    assert cfg.http.address() == ("::1", 0) and cfg.http.allow_remote
+    assert config.load(None, http_listen="localhost:1").http == HttpConfig("localhost:1")
+    with pytest.raises(ConfigError, match=r"^--http: expected HOST:PORT such as 127\.0\.0\.1:8787"):
+        config.load(None, http_listen="8787")
+
+
 def test_command_line_state_dir_moves_the_default_socket(tmp_path: Path) -> None:
     cfg = config.load(write(tmp_path, "{}\n"), state_dir=tmp_path / "cli-st")
     assert cfg.socket == tmp_path / "cli-st" / "ccd.sock"
@@ -261,6 +275,12 @@ BAD = {
     "unknown host field": ("hosts: {gpu: {type: local, cores: 4}}\n", "'hosts.gpu.cores'"),
     "host not a mapping": ("hosts: {gpu: [local]}\n", "'gpu'"),
     "hosts not a mapping": ("hosts: [gpu, cpu]\n", "'hosts'"),
+    "http not a mapping": ("http: 127.0.0.1:8787\n", "'http'"),
+    "unknown http field": ("http: {port: 8787}\n", "'http.port'"),
+    "http listen no port": ("http: {listen: localhost}\n", "'http.listen'"),
+    "http listen bad port": ("http: {listen: 'localhost:99999'}\n", "'http.listen'"),
+    "http listen a number": ("http: {listen: 8787}\n", "'http.listen'"),
+    "http allow_remote text": ("http: {allow_remote: 'yes please'}\n", "'http.allow_remote'"),
     "top level a list": ("- state_dir: /x\n", "mapping"),
     "top level a string": ("just words\n", "mapping"),
 }
