@@ -117,3 +117,12 @@ def test_leaves_import_only_leaves() -> None:
         path = REPO / (leaf.replace(".", "/") + ".py")
         for name in _ccd_imports(path):
             assert _leaf(name), f"{leaf} imports {name}"
+
+
+def test_the_readme_layout_map_names_every_module_and_folder() -> None:
+    readme = (REPO / "README.md").read_text()
+    layout = readme[readme.index("## Layout") : readme.index("### The `Job*` types")]
+    names = {p.name for p in SOURCES} | {p.parent.name + "/" for p in SOURCES}
+    names |= {p.name for p in REPO.glob("ccd/**/*.sh")}
+    missing = sorted(name for name in names if name not in layout)
+    assert not missing, f"README's layout map does not mention {missing}"
