@@ -78,11 +78,16 @@ async def test_an_exit_code_is_the_status(make_executor: MakeExecutor, tmp_path:
 
 async def test_a_signal_stops_a_running_job(make_executor: MakeExecutor, tmp_path: Path) -> None:
     executor = make_executor()
-    handle = await executor.start(launch(tmp_path, "sleeper", "echo started; exec sleep 300"))
-    await eventually(lambda: executor.read_log(handle, 0), "the job to run", timeout_s=DEADLINE_S)
-    await executor.signal(handle, signal.SIGTERM)
-    async with asyncio.timeout(DEADLINE_S):
-        status = await executor.wait(handle)
+    handle = await executor.start(launch(tmp_path, "sleeper", "echo started; exec sleep 120"))
+    try:
+        await eventually(
+            lambda: executor.read_log(handle, 0), "the job to run", timeout_s=DEADLINE_S
+        )
+        await executor.signal(handle, signal.SIGTERM)
+        async with asyncio.timeout(DEADLINE_S):
+            status = await executor.wait(handle)
+    finally:  # never leave it holding a slot of a shared cluster
+        await executor.signal(handle, signal.SIGKILL)
     assert not status.ok, status
 
 
