@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Install what ccd and its tests need on a fresh Debian machine: Debian packages (graphviz;
+# Chromium for the dashboard's browser tests, which drive it headless, never a browser of their own;
 # systemd for systemd-analyze, which checks the user unit; it installs fine where PID 1 is
 # not systemd; OpenSSH's server and Slurm for the backends' tests), then ccd's Python
 # dependencies at the exact versions of requirements/lock.txt (hash-checked, so a new
@@ -11,6 +12,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v dot >/dev/null || need_apt+=(graphviz)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
 if ((${#need_apt[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_="sudo"

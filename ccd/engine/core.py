@@ -6,15 +6,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ccd import paths
+from ccd.engine import reads
 from ccd.engine.runs import JobEvent, WorkflowRun
 from ccd.engine.scheduler import Scheduler
-from ccd.engine.store import AttemptRecord, JobRecord, Store, WorkflowRecord
+from ccd.engine.store import AttemptRecord, EventRecord, JobRecord, Store, WorkflowRecord
 from ccd.errors import Conflict, NotFound, Problem, SpecError
 from ccd.executors.base import Executor, Handle, HostHealth, backend_class
 from ccd.models import JobState, Limits, WorkflowState
@@ -73,6 +74,16 @@ class WorkflowStatus:
                 for j in self.jobs
             ],
         }
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowSnapshot:
+    """A workflow as of one event id (see `ccd.engine.reads.Snapshot`)."""
+
+    last_event_id: int
+    workflow: WorkflowRecord
+    jobs: list[JobStatus]
+    edges: list[tuple[str, str]]
 
 
 class Engine:
@@ -267,6 +278,44 @@ class Engine:
             hosts={host: self.host_health(host) for host in sorted({j.host for j in jobs})},
         )
 
+    # -- reads for live views: the event streams and the dashboard ----------------------
+
+    async def event_cursor(self, workflow_id: str | None) -> tuple[int, str | None]:
+        """The last event id, and the workflow's state as of it (NotFound if unknown)."""
+        return await self.store.read(reads.cursor, workflow_id)
+
+    async def events_after(
+        self, workflow_id: str | None, after: int, limit: int, *, job: str | None = None
+    ) -> list[tuple[EventRecord, JobStatus | None]]:
+        """Events after id ``after`` (oldest first), each with its job as it is now."""
+        rows = await self.store.read(reads.events_after, workflow_id, after, limit, job)
+        return [(event, None if row is None else _row_status(row)) for event, row in rows]
+
+    async def snapshot(self, workflow_id: str) -> WorkflowSnapshot:
+        snap = await self.store.read(reads.snapshot, workflow_id)
+        jobs = [_row_status(row) for row in snap.jobs]
+        return WorkflowSnapshot(snap.last_event_id, snap.workflow, jobs, snap.edges)
+
+    async def jobs_now(
+        self, workflow_id: str, *, names: Sequence[str] | None = None, running: bool = False
+    ) -> list[JobStatus]:
+        rows = await self.store.read(reads.job_rows, workflow_id, names, running)
+        return [_row_status(row) for row in rows]
+
+    async def workflows_page(self, offset: int, limit: int) -> tuple[int, list[WorkflowRecord]]:
+        """How many workflows there are, and one page of them, newest first."""
+        return await self.store.read(reads.workflows_page, offset, limit)
+
+    async def workflows_by_id(self, ids: Sequence[str]) -> list[WorkflowRecord]:
+        return await self.store.read(reads.workflows_by_id, ids)
+
+    async def state_counts(self, ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        return await self.store.read(reads.state_counts, ids)
+
+    async def workflows_touched(self, after: int) -> tuple[list[str], int]:
+        """Workflows with events after id ``after``, and the last event id."""
+        return await self.store.read(reads.workflows_touched, after)
+
     def host_health(self, host: str) -> HostHealth:
         executor = self._executors.get(host)
         if executor is None:
@@ -290,6 +339,13 @@ def make_executors(
     for name, host in sorted(hosts.items(), key=lambda item: item[1].type == "slurm"):
         built[name] = backend_class(host.type).create(host, built)
     return {name: built[name] for name in hosts}
+
+
+_STATES = {state.value: state for state in JobState}  # 10x faster than JobState(value)
+
+
+def _row_status(row: reads.JobRow) -> JobStatus:
+    return JobStatus(row.name, _STATES[row.state], *row[2:])
 
 
 def _job_status(j: JobRecord) -> JobStatus:

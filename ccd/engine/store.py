@@ -17,7 +17,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import aiosqlite
 
@@ -95,6 +95,27 @@ CREATE INDEX events_by_workflow ON events(workflow_id, id);
 # No query reads jobs by state, and keeping this index cost a 100,000-job submit ~0.5 s.
 _DROP_JOBS_UNFINISHED = "DROP INDEX jobs_unfinished;"
 
+# Event ids are what a reconnecting event stream resumes after, so they must never be reused:
+# without AUTOINCREMENT, deleting the newest workflow (its events cascade) would hand its ids
+# to the next events, and a client holding one of them would skip those.
+_EVENTS_AUTOINCREMENT = """
+CREATE TABLE events_v3 (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    workflow_id TEXT NOT NULL REFERENCES workflows(id) ON DELETE CASCADE,
+    job         TEXT,
+    at          REAL NOT NULL,
+    old         TEXT,
+    new         TEXT NOT NULL,
+    reason      TEXT
+);
+INSERT INTO events_v3 SELECT * FROM events;
+DROP TABLE events;
+ALTER TABLE events_v3 RENAME TO events;
+CREATE INDEX events_by_workflow ON events(workflow_id, id);
+"""
+
+T = TypeVar("T")
+
 # Set on every connection.
 PRAGMAS = (
     "PRAGMA journal_mode=WAL",
@@ -105,7 +126,7 @@ PRAGMAS = (
 )
 
 # MIGRATIONS[i] takes the schema from version i to i + 1. Append, never edit.
-MIGRATIONS: list[str] = [_SCHEMA_V1, _DROP_JOBS_UNFINISHED]
+MIGRATIONS: list[str] = [_SCHEMA_V1, _DROP_JOBS_UNFINISHED, _EVENTS_AUTOINCREMENT]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -307,6 +328,12 @@ class Store:
         # aiosqlite's way of running a function in its thread (Connection._execute).
         await self._conn._execute(_transaction, self._conn._conn, write, *args)  # type: ignore[no-untyped-call]
 
+    async def read(self, read: Callable[..., T], *args: Any) -> T:
+        """``read(db, *args)`` on the database thread: its queries see one state of the
+        database, as no write can land between them (the thread runs one call at a time)."""
+        result: T = await self._conn._execute(read, self._conn._conn, *args)  # type: ignore[no-untyped-call]
+        return result
+
     # -- writes ---------------------------------------------------------------------------
 
     async def put_workflow(
@@ -330,7 +357,7 @@ class Store:
             row = await cur.fetchone()
         if row is None:
             raise NotFound(f"no workflow '{workflow_id}'")
-        return _workflow(row)
+        return workflow_record(row)
 
     async def find_request(self, request_id: str) -> str | None:
         """The workflow submitted earlier under this client request id, if any."""
@@ -342,7 +369,7 @@ class Store:
         if unfinished_only:
             sql += " WHERE state='running'"
         async with self._conn.execute(sql + " ORDER BY created_at") as cur:
-            return [_workflow(row) for row in await cur.fetchall()]
+            return [workflow_record(row) for row in await cur.fetchall()]
 
     async def has_job(self, workflow_id: str, name: str) -> bool:
         sql = "SELECT 1 FROM jobs WHERE workflow_id=? AND name=?"
@@ -518,7 +545,7 @@ def _event_rows(batch: Batch) -> Iterator[tuple[Any, ...]]:
         yield (w.workflow_id, None, w.at, w.old, w.new, w.reason)
 
 
-def _workflow(row: Sequence[Any]) -> WorkflowRecord:
+def workflow_record(row: Sequence[Any]) -> WorkflowRecord:
     wid, name, source, base_dir, state, fail_fast, request_id, created, updated = row
     return WorkflowRecord(
         wid,

@@ -7,33 +7,34 @@ status, and no request can take the daemon down. State changes are POST/DELETE o
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import structlog
-from fastapi import FastAPI, Query, Request, Response
+from fastapi import FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import ccd
-from ccd.engine import Engine, JobEvent
+from ccd.engine import Engine
 from ccd.errors import CcdError, Conflict, NotFound, SpecError
-from ccd.server import apidocs, auth
+from ccd.server import apidocs, auth, web
 from ccd.server.auth import Credentials
+from ccd.server.events import EventStreams
 from ccd.server.guards import BodyLimit
 from ccd.server.openapi import allowed_methods, document_errors, errors
 
+__all__ = ["EventStreams", "create_app"]
+
 log = structlog.get_logger("ccd.api")
 
-SSE_KEEPALIVE_S = 15.0
 MAX_LOG_OFFSET = 1 << 53  # beyond any log; larger ones would overflow a file offset
+MAX_EVENT_ID = 1 << 62
+AFTER_HELP = "Resume after this event id (as a browser's Last-Event-ID header does)"
 
 # -- request bodies --------------------------------------------------------------------------
 
@@ -88,17 +89,26 @@ def create_app(
             **errors(404),
         },
     )
-    async def events(workflow: str | None = None) -> StreamingResponse:
-        """Server-sent events: one ``data:`` line of JSON per committed change. With
-        ``workflow``, the stream opens with that workflow's current state."""
+    async def events(
+        workflow: str | None = None,
+        after: int | None = Query(None, ge=0, le=MAX_EVENT_ID, description=AFTER_HELP),
+        last_event_id: str | None = Header(None, max_length=40),
+    ) -> StreamingResponse:
+        """Server-sent events: one ``data:`` line of JSON per change. A stored change has an
+        ``id:`` (its row in the events table, also in the JSON as ``id``); a progress update
+        has none. With ``workflow``, a stream that does not resume opens with that
+        workflow's current state."""
         if workflow is not None:
             await engine.workflow(workflow)  # 404 now, before the stream starts
+        if last_event_id is not None and last_event_id.isdigit():
+            after = min(int(last_event_id), MAX_EVENT_ID)  # the browser's own reconnect
         return StreamingResponse(
-            streams.follow(workflow),
+            streams.follow(workflow, after),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store"},
         )
 
+    web.mount(app, engine, streams)
     return app
 
 
@@ -245,7 +255,11 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(SpecError)
     async def spec_error(_: Request, exc: SpecError) -> JSONResponse:
-        return error(422, str(exc), problems=[str(p) for p in exc.problems])
+        located = [
+            {"file": p.file, "line": p.line, "job": p.job, "field": p.field, "message": p.message}
+            for p in exc.problems
+        ]
+        return error(422, str(exc), problems=[str(p) for p in exc.problems], located=located)
 
     @app.exception_handler(NotFound)
     async def not_found(_: Request, exc: NotFound) -> JSONResponse:
@@ -271,53 +285,3 @@ def _add_error_handlers(app: FastAPI) -> None:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
         return error(400, f"bad request: {where}: {first.get('msg', 'invalid')}")
-
-
-# -- server-sent events ----------------------------------------------------------------------
-
-
-class EventStreams:
-    """Fans committed engine events out to every open event stream; `close` ends them all."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._closing = asyncio.Event()
-
-    def close(self) -> None:
-        self._closing.set()
-
-    async def follow(self, workflow: str | None) -> AsyncIterator[str]:
-        queue: asyncio.Queue[JobEvent] = asyncio.Queue()
-
-        def listener(event: JobEvent) -> None:
-            if workflow is None or event.workflow_id == workflow:
-                queue.put_nowait(event)
-
-        unsubscribe = self._engine.subscribe(listener)
-        try:
-            if workflow is not None:
-                # Read only once subscribed: a change in between is then in the queue too.
-                state = (await self._engine.workflow(workflow)).state
-                yield _sse({"workflow": workflow, "job": None, "state": state})
-            while not self._closing.is_set():
-                try:
-                    event = await asyncio.wait_for(queue.get(), SSE_KEEPALIVE_S)
-                except TimeoutError:
-                    yield ": keepalive\n\n"  # also how a vanished client is noticed
-                    continue
-                yield _sse(
-                    {
-                        "workflow": event.workflow_id,
-                        "job": event.job,
-                        "state": event.state,
-                        "at": event.at,
-                        "reason": event.reason,
-                        "progress": event.progress,
-                    }
-                )
-        finally:
-            unsubscribe()
-
-
-def _sse(payload: dict[str, Any]) -> str:
-    return f"data: {json.dumps(payload)}\n\n"

@@ -1,4 +1,5 @@
-"""The workflow graph: cycle check, the networkx view, and graphviz pictures coloured by state.
+"""The workflow graph: cycle check, the networkx view, graphviz pictures coloured by state,
+and box layouts for the web view (graphviz's, or our own layered one where it is missing).
 
 The only module that imports networkx, and it does so lazily: `ccd.spec.checks` needs
 `find_cycle` on every load, and importing networkx costs ~0.4 s that a `ccctl` command
@@ -8,8 +9,10 @@ view's layered layout of a workflow start from.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -155,3 +158,148 @@ def render(dot_text: str, out: Path) -> None:
     except subprocess.CalledProcessError as err:
         detail = err.stderr.decode(errors="replace").strip().splitlines()
         raise CcdError(f"graphviz 'dot' failed on {out}: {detail[-1] if detail else err}") from err
+
+
+# -- pictures laid out for the web view ------------------------------------------------------
+
+Point = tuple[float, float]
+PX_PER_INCH = 72.0  # graphviz works in inches, at 72 points to the inch
+GRAPHVIZ_TIMEOUT_S = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where each box of a picture goes (its centre, in px, y down) and the path of each edge
+    (cubic Bezier: a start point, then three points per segment)."""
+
+    width: float
+    height: float
+    centres: Mapping[str, Point]
+    edges: list[tuple[str, str, list[Point]]]
+    how: str  # "graphviz" or "layered": which layout made it
+
+
+def generations(nodes: Iterable[str], edges: Iterable[tuple[str, str]]) -> list[list[str]]:
+    """The DAG's layers: roots first, each node one layer after its deepest parent; within a
+    layer, nodes in the order given."""
+    import networkx as nx  # lazy: see the module docstring
+
+    graph = nx.DiGraph()
+    nodes = list(nodes)
+    graph.add_nodes_from(nodes)
+    graph.add_edges_from(edges)
+    order = {node: i for i, node in enumerate(nodes)}
+    return [sorted(layer, key=order.__getitem__) for layer in nx.topological_generations(graph)]
+
+
+def layout(
+    nodes: Sequence[str],
+    edges: Sequence[tuple[str, str]],
+    box: Point,
+    *,
+    use_graphviz: bool = True,
+) -> Layout:
+    """Lay out boxes of size ``box`` (w, h) left to right: by graphviz's ``dot`` when it is
+    installed (and ``use_graphviz``), else by `layered_layout`."""
+    if use_graphviz and shutil.which("dot") is not None:
+        laid = graphviz_layout(nodes, edges, box)
+        if laid is not None:
+            return laid
+    return layered_layout(nodes, edges, box)
+
+
+def layered_layout(
+    nodes: Sequence[str], edges: Sequence[tuple[str, str]], box: Point, gap: Point = (56, 14)
+) -> Layout:
+    """Our own layout, for machines without graphviz: a column per generation, each column's
+    boxes ordered by the mean row of their parents (one sweep of the barycenter heuristic,
+    which removes most crossings of the usual fan-out/fan-in shapes), columns centred."""
+    width, height = box
+    step_x, step_y = width + gap[0], height + gap[1]
+    parents: dict[str, list[str]] = {node: [] for node in nodes}
+    for parent, child in edges:
+        parents[child].append(parent)
+    row: dict[str, float] = {}
+    columns = generations(nodes, edges)
+    for layer in columns:
+        # sorted() is stable: unparented and tied boxes keep the file's order
+        ranked = sorted(layer, key=lambda n: _mean(row[p] for p in parents[n]))
+        for i, node in enumerate(ranked):
+            row[node] = i
+        layer[:] = ranked
+    tallest = max((len(layer) for layer in columns), default=0)
+    centres: dict[str, Point] = {}
+    for x, layer in enumerate(columns):
+        top = (tallest - len(layer)) * step_y / 2
+        for y, node in enumerate(layer):
+            centres[node] = (gap[0] / 2 + x * step_x + width / 2, top + y * step_y + step_y / 2)
+    paths = [(p, c, _curve(centres[p], centres[c], width)) for p, c in edges]
+    return Layout(len(columns) * step_x, tallest * step_y, centres, paths, "layered")
+
+
+def _mean(values: Iterable[float]) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else -1.0
+
+
+def _curve(start: Point, end: Point, box_width: float) -> list[Point]:
+    """From the right side of one box to the left side of another, leaving and arriving
+    horizontally."""
+    x0, y0 = start[0] + box_width / 2, start[1]
+    x1, y1 = end[0] - box_width / 2, end[1]
+    bend = max(20.0, (x1 - x0) / 2)
+    return [(x0, y0), (x0 + bend, y0), (x1 - bend, y1), (x1, y1)]
+
+
+def graphviz_layout(
+    nodes: Sequence[str], edges: Sequence[tuple[str, str]], box: Point
+) -> Layout | None:
+    """graphviz's ``dot`` layout (``-Tplain``), or None if ``dot`` failed or took too long.
+    Nodes go to dot as n0, n1, ...: no name needs quoting, whatever it holds."""
+    ids = {node: f"n{i}" for i, node in enumerate(nodes)}
+    lines = [
+        "digraph g {",
+        "  rankdir=LR; nodesep=0.2; ranksep=0.6;",
+        f"  node [shape=box, fixedsize=true, width={box[0] / PX_PER_INCH:.3f},"
+        f" height={box[1] / PX_PER_INCH:.3f}];",
+        *(f"  {ids[node]};" for node in nodes),
+        *(f"  {ids[p]} -> {ids[c]};" for p, c in edges),
+        "}",
+    ]
+    try:
+        done = subprocess.run(
+            ["dot", "-Tplain"], input="\n".join(lines).encode(), capture_output=True,
+            check=True, timeout=GRAPHVIZ_TIMEOUT_S,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return _parse_plain(done.stdout.decode(), {v: k for k, v in ids.items()}, len(edges))
+
+
+def _parse_plain(text: str, names: Mapping[str, str], edge_count: int) -> Layout | None:
+    """Read ``dot -Tplain``: ``graph scale w h``, ``node id x y ...``, ``edge a b n x1 y1
+    ...``, in inches with y up."""
+    height_in = 0.0
+    width_in = 0.0
+    centres: dict[str, Point] = {}
+    paths: list[tuple[str, str, list[Point]]] = []
+    for line in text.splitlines():
+        words = line.split()
+        if not words:
+            continue
+        if words[0] == "graph":
+            width_in, height_in = float(words[2]), float(words[3])
+        elif words[0] == "node":
+            x, y = float(words[2]), float(words[3])
+            centres[names[words[1]]] = (x * PX_PER_INCH, (height_in - y) * PX_PER_INCH)
+        elif words[0] == "edge":
+            count = int(words[3])
+            coords = [float(w) for w in words[4 : 4 + 2 * count]]
+            points = [
+                (coords[i] * PX_PER_INCH, (height_in - coords[i + 1]) * PX_PER_INCH)
+                for i in range(0, len(coords), 2)
+            ]
+            paths.append((names[words[1]], names[words[2]], points))
+    if len(centres) != len(names) or len(paths) != edge_count:
+        return None
+    return Layout(width_in * PX_PER_INCH, height_in * PX_PER_INCH, centres, paths, "graphviz")

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ccd.client import Client, DaemonNotRunning
 from tests.helpers import wait_for
@@ -89,3 +95,55 @@ class DaemonProcess:
             check=check,
             timeout=120,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Sse:
+    """One server-sent event as a client sees it (``id`` None: the event has none)."""
+
+    id: str | None
+    kind: str | None
+    data: dict[str, Any]
+
+
+def read_events(
+    socket_path: Path,
+    path: str,
+    stop: Callable[[list[Sse]], bool],
+    *,
+    headers: dict[str, str] | None = None,
+    timeout_s: float = 30.0,
+) -> list[Sse]:
+    """GET an event stream from the daemon's socket until ``stop(events so far)`` holds.
+    HTTP/1.0, so the body comes unchunked."""
+    head = f"GET {path} HTTP/1.0\r\nHost: ccd\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    events: list[Sse] = []
+    deadline = time.monotonic() + timeout_s
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout_s)
+        sock.connect(str(socket_path))
+        sock.sendall(head.encode() + b"\r\n")
+        buffer = b""
+        while b"\r\n\r\n" not in buffer:
+            buffer += sock.recv(65536)
+        status_line, _, buffer = buffer.partition(b"\r\n\r\n")
+        assert b" 200 " in status_line.split(b"\r\n")[0], status_line
+        while not stop(events):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {len(events)} events: {events[-3:]}")
+            while b"\n\n" not in buffer:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return events
+                buffer += chunk
+            block, _, buffer = buffer.partition(b"\n\n")
+            fields: dict[str, str] = {}
+            for line in block.decode().splitlines():
+                name, _, value = line.partition(": ")
+                fields[name] = value
+            if "data" in fields:
+                events.append(
+                    Sse(fields.get("id"), fields.get("event"), json.loads(fields["data"]))
+                )
+    return events
