@@ -6,6 +6,7 @@ backend runs ``sbatch``/``squeue`` through one of these.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,9 +75,12 @@ def _expand(path: str) -> Path:
 
 
 def read_bytes(path: Path, offset: int, limit: int) -> bytes:
-    """Up to ``limit`` bytes of a local file from ``offset`` (empty if it does not exist)."""
+    """Up to ``limit`` bytes of a local file from ``offset`` (empty if it does not exist, or
+    if ``offset`` is at or past its end)."""
     try:
         with open(path, "rb") as f:
+            if offset >= os.fstat(f.fileno()).st_size:
+                return b""  # seek() past the file system's largest file size is EINVAL
             f.seek(offset)
             return f.read(limit)
     except FileNotFoundError:

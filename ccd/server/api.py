@@ -16,7 +16,7 @@ import structlog
 from fastapi import FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import ccd
@@ -40,6 +40,20 @@ AFTER_HELP = "Resume after this event id (as a browser's Last-Event-ID header do
 
 
 class SubmitRequest(BaseModel):
+    # What /docs pre-fills, and what an API fuzzer starts from: a workflow that runs.
+    model_config = ConfigDict(
+        strict=True,  # a boolean is a boolean: 0 is not `false`, as the schema says
+        json_schema_extra={
+            "examples": [
+                {
+                    "yaml": "name: hello\njobs:\n  hello: {run: 'echo hello'}\n",
+                    "source": "hello.yaml",
+                    "base_dir": "/tmp",
+                }
+            ]
+        },
+    )
+
     yaml: str = Field(description="The workflow file's text")
     source: str = Field(description="The file's path, for messages and `ccctl graph`")
     base_dir: str = Field(description="Directory that relative script paths resolve against")
@@ -48,6 +62,8 @@ class SubmitRequest(BaseModel):
 
 
 class JobsRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     jobs: list[str] | None = Field(None, description="Job names; all jobs if omitted")
 
 

@@ -60,6 +60,7 @@ def document_errors(app: FastAPI) -> None:
             for operations in schema["paths"].values():
                 for method, operation in operations.items():
                     _declare(method, operation)
+            _link_workflow_ids(schema["paths"])
             schema["components"]["schemas"].pop("HTTPValidationError", None)
             schema["components"]["schemas"].pop("ValidationError", None)
             schema["components"]["securitySchemes"] = {
@@ -92,6 +93,31 @@ def _declare(method: str, operation: dict[str, Any]) -> None:
     for status in statuses:
         responses.setdefault(str(status), _error_response(status))
     operation["responses"] = dict(sorted(responses.items()))
+
+
+def _link_workflow_ids(paths: dict[str, Any]) -> None:
+    """OpenAPI links: the id a submit returns is the ``workflow_id`` of every other workflow
+    route, and a status names its jobs (how /docs and a stateful fuzzer walk the API)."""
+    created = paths["/workflows"]["post"]["responses"]["201"]
+    status = paths["/workflows/{workflow_id}"]["get"]["responses"]["200"]
+    for path, operations in paths.items():
+        if "{workflow_id}" not in path:
+            continue
+        for operation in operations.values():
+            name = operation["operationId"]
+            if "{job}" in path:
+                status.setdefault("links", {})[name] = {
+                    "operationId": name,
+                    "parameters": {
+                        "workflow_id": "$request.path.workflow_id",
+                        "job": "$response.body#/jobs/0/name",
+                    },
+                }
+            else:
+                created.setdefault("links", {})[name] = {
+                    "operationId": name,
+                    "parameters": {"workflow_id": "$response.body#/id"},
+                }
 
 
 def _error_response(status: int) -> dict[str, Any]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import random
 import re
 import shutil
 import stat
@@ -479,3 +481,76 @@ def test_undeclared_methods_get_405_with_allow(daemon: HttpDaemon) -> None:
         assert status == 405, path
         assert set(headers["allow"].replace(" ", "").split(",")) - {"HEAD"} == allowed, path
         assert json.loads(body)["error"]
+
+
+def test_a_log_offset_past_the_largest_file_reads_nothing(
+    daemon: HttpDaemon, tmp_path: Path
+) -> None:
+    """Found by the fuzzer: seek() to 2**53 - 1 is EINVAL on ext4, and was a 500."""
+    workflow = tmp_path / "hello.yaml"
+    workflow.write_text("name: hello\njobs:\n  hello: {run: 'echo hello'}\n")
+    workflow_id = daemon.client.submit(workflow)
+    daemon.client.wait(workflow_id)
+    chunk = daemon.client.log(workflow_id, "hello", offset=(1 << 53) - 1)
+    assert chunk.data == b"" and chunk.done
+    assert daemon.client.log(workflow_id, "hello").data == b"hello\n"
+
+
+# -- fuzzing -----------------------------------------------------------------------------
+
+RUN_SCHEMATHESIS = "import sys; from schemathesis.cli import schemathesis; sys.exit(schemathesis())"
+FUZZ_CONFIG = """
+# A body that fits the schema can still hold an invalid workflow file: 422 is then right.
+[checks.positive_data_acceptance]
+expected-statuses = ["2xx", "401", "403", "404", "409", "422"]
+
+# A real workflow and job, so that the routes under /workflows/{{workflow_id}} are reached
+# beyond their 404 (a random id finds nothing).
+[parameters]
+workflow_id = "{workflow_id}"
+job = "hello"
+"""
+
+
+def test_fuzzing_the_tcp_api_finds_no_5xx_and_no_response_off_schema(
+    daemon: HttpDaemon, tmp_path: Path
+) -> None:
+    """schemathesis, every check, from the daemon's own OpenAPI document over TCP: no server
+    error, every status and body as declared, 405 + Allow for undeclared methods, 401 without
+    the token; and the daemon alive after it. The seed is printed to replay a failure."""
+    workflow = tmp_path / "hello.yaml"
+    workflow.write_text("name: hello\njobs:\n  hello: {run: 'echo hello'}\n")
+    workflow_id = daemon.client.submit(workflow)
+    daemon.client.wait(workflow_id)
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(FUZZ_CONFIG.format(workflow_id=workflow_id))
+    seed = int(os.environ.get("CCD_FUZZ_SEED") or random.randrange(1 << 32))
+    argv = [
+        sys.executable,
+        "-c",
+        RUN_SCHEMATHESIS,
+        "--config-file",
+        str(config),
+        "run",
+        f"{daemon.url}openapi.json",
+        "--header",
+        f"Authorization: Bearer {daemon.token}",
+        "--checks",
+        "all",
+        "--max-examples",
+        "15",
+        "--exclude-path",
+        "/events",
+        "--generation-database",
+        "none",
+        "--seed",
+        str(seed),
+        "--no-color",
+    ]
+    done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"CCD_FUZZ_SEED={seed}\n{done.stdout[-8000:]}{done.stderr}"
+    assert re.search(r"\d+ generated, \d+ passed", done.stdout), done.stdout[-3000:]
+    assert daemon.proc is not None and daemon.proc.poll() is None
+    assert daemon.client.health()["status"] == "ok"
+    log = (daemon.state_dir / "ccd.log").read_text()
+    assert '"level": "error"' not in log, log[-3000:]
