@@ -3,16 +3,19 @@ cross-site forgery, the offline /docs page, and the socket's guard against brows
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import random
 import re
 import shutil
+import socket
 import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -387,8 +390,6 @@ def test_bearer_requests_need_no_origin(daemon: HttpDaemon, tmp_path: Path) -> N
 
 
 def _socket_request(d: DaemonProcess, raw: bytes) -> tuple[int, bytes]:
-    import socket
-
     with socket.socket(socket.AF_UNIX) as s:
         s.connect(str(d.socket))
         s.sendall(raw)
@@ -448,6 +449,95 @@ def test_docs_page_loads_nothing_from_outside(daemon: HttpDaemon) -> None:
     status, _, schema = daemon.request("GET", "/openapi.json", token=token)
     assert status == 200 and json.loads(schema)["info"]["title"] == "ccd"
     assert daemon.request("GET", "/redoc", token=token)[0] == 404  # its CDN page is gone
+
+
+class SocketForward:
+    """What `ssh -L PORT:/path/ccd.sock host` does: a loopback TCP port relayed byte for byte
+    to the daemon's Unix socket. Records each request line it relays."""
+
+    def __init__(self, socket_path: Path) -> None:
+        self._socket_path = socket_path
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.requests: list[str] = []
+        self._sockets: list[socket.socket] = []
+        self._threads = [threading.Thread(target=self._accept)]
+        self._threads[0].start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect(str(self._socket_path))
+            self._sockets += [client, upstream]
+            for source, target in ((client, upstream), (upstream, client)):
+                thread = threading.Thread(target=self._pump, args=(source, target))
+                thread.start()
+                self._threads.append(thread)
+
+    def _pump(self, source: socket.socket, target: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if target.family == socket.AF_UNIX:
+                    self.requests += re.findall(r"^[A-Z]+ \S+", data.decode("latin-1"), re.M)
+                target.sendall(data)
+        with contextlib.suppress(OSError):
+            target.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        for thread in self._threads:
+            thread.join(10)
+        for sock in self._sockets:
+            sock.close()
+
+
+def chromium_dom(url: str, profile: Path) -> str:
+    """The page's DOM once its scripts ran, in Debian's headless Chromium, with every host
+    but localhost unresolvable (a CDN asset would simply not load)."""
+    if shutil.which("chromium") is None:
+        if os.environ.get("CI"):
+            raise AssertionError("chromium is not installed (scripts/setup.sh installs it)")
+        pytest.skip("chromium is not installed")
+    argv = [
+        "chromium",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost",
+        "--virtual-time-budget=15000",
+        "--dump-dom",
+        url,
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_docs_page_renders_in_chromium_through_a_forwarded_socket(
+    daemon: HttpDaemon, tmp_path: Path
+) -> None:
+    """`ssh -L` straight to the Unix socket: no token, relative URLs, no network."""
+    forward = SocketForward(daemon.socket)
+    try:
+        dom = chromium_dom(f"http://localhost:{forward.port}/docs", tmp_path / "profile")
+    finally:
+        forward.close()
+    assert 'class="swagger-ui"' in dom, dom[-2000:]
+    for operation in ("/workflows/{workflow_id}/cancel", "/auth/rotate-token", "/health"):
+        assert operation in dom, operation
+    assert {"GET /docs", "GET /docs/assets/swagger-ui-bundle.js", "GET /openapi.json"} <= set(
+        forward.requests
+    ), forward.requests
 
 
 def test_docs_assets_ship_in_the_wheel(tmp_path: Path) -> None:
