@@ -4,6 +4,7 @@ time."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,3 +40,16 @@ def test_engine_bench_runs_every_runner_on_every_shape(tmp_path: Path) -> None:
         assert engine_s > submit_s > 0 and bare_s > 0 and floor_s > 0, cells
         assert float(cells[8]) > 0, cells
     assert list(tmp_path.iterdir()) == []  # its scratch tree is removed
+
+
+HTTP_BENCH = BENCH.with_name("http_bench.py")
+
+
+def test_http_bench_measures_the_listener_off_and_on() -> None:
+    argv = [sys.executable, str(HTTP_BENCH), "--idle-s", "1"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    header = next(line for line in done.stdout.splitlines() if line.startswith("figure"))
+    assert header.split()[1:] == ["off", "on", "on+stream"]
+    rss = next(line for line in done.stdout.splitlines() if line.startswith("RSS"))
+    assert len(re.findall(r"\d+\.\d MB", rss)) == 3, rss
