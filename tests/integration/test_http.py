@@ -558,6 +558,29 @@ IGNORED = (".git", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "te
 # -- the schema tells the truth ----------------------------------------------------------
 
 
+def test_openapi_declares_the_errors_routes_give(daemon: HttpDaemon) -> None:
+    status, _, body = daemon.request("GET", "/openapi.json", token=daemon.token)
+    assert status == 200
+    doc = json.loads(body)
+    assert doc["security"] == [{"token": []}]
+    assert doc["components"]["securitySchemes"]["token"]["scheme"] == "bearer"
+    assert "HTTPValidationError" not in body.decode()  # FastAPI's 422, which ccd never sends
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            declared = set(operation["responses"])
+            assert {"401", "403"} <= declared, (method, path)
+            if method in ("post", "delete"):
+                assert "413" in declared, (method, path)
+            assert ("422" in declared) == (path == "/workflows" and method == "post")
+    cancel = doc["paths"]["/workflows/{workflow_id}/cancel"]["post"]["responses"]
+    assert {"400", "404", "409"} <= set(cancel)
+    assert "400" not in doc["paths"]["/health"]["get"]["responses"]  # takes no input
+    submitted = doc["paths"]["/workflows"]["post"]["responses"]["201"]["links"]
+    assert {link["parameters"]["workflow_id"] for link in submitted.values()} == {
+        "$response.body#/id"
+    }
+
+
 def test_undeclared_methods_get_405_with_allow(daemon: HttpDaemon) -> None:
     token = daemon.token
     cases = {
