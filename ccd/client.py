@@ -113,19 +113,52 @@ class Client:
     ) -> str:
         """Submit a workflow file; returns its id. Safe to repeat with the same request id."""
         path = Path(path).resolve()
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as err:
-            problem = Problem(str(path), None, f"cannot read workflow file: {err}")
-            raise SpecError([problem]) from err
+        return self.submit_text(
+            _read(path),
+            source=path,
+            base_dir=path.parent,
+            fail_fast=fail_fast,
+            request_id=request_id,
+        )
+
+    def submit_text(
+        self,
+        text: str,
+        *,
+        source: Path,
+        base_dir: Path,
+        fail_fast: bool = False,
+        request_id: str | None = None,
+    ) -> str:
+        """Submit a workflow given as text (``source`` names it in messages; scripts resolve
+        in ``base_dir``); returns its id."""
         body = {
             "yaml": text,
-            "source": str(path),
-            "base_dir": str(path.parent),
+            "source": str(source),
+            "base_dir": str(base_dir),
             "fail_fast": fail_fast,
             "request_id": request_id or uuid.uuid4().hex,
         }
         return str(self._json("POST", "/workflows", body)["id"])
+
+    def add_jobs(self, workflow_id: str, path: Path | str) -> dict[str, list[str]]:
+        """Add the jobs of a fragment file (ccd's format) to a workflow: ``{"added": [...],
+        "existing": [...]}``. Safe to repeat: jobs already there, the same, are left alone."""
+        path = Path(path).resolve()
+        body = {"yaml": _read(path), "source": str(path), "base_dir": str(path.parent)}
+        result: dict[str, list[str]] = self._json(
+            "POST", f"/workflows/{quote(workflow_id)}/jobs", body
+        )
+        return result
+
+    def export(self, workflow_id: str, fmt: str = "yaml") -> str:
+        """The workflow as it stands: a ccd workflow file (``yaml``) or ``json`` with every
+        job's state, attempts and outputs."""
+        path = f"/workflows/{quote(workflow_id)}/export?{urlencode({'format': fmt})}"
+        status, _, data = self._request("GET", path)
+        if status >= 400:
+            raise _api_error(status, data)
+        return data.decode()
 
     def list_workflows(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._json("GET", "/workflows")["workflows"]
@@ -229,6 +262,14 @@ class Client:
             raise _api_error(status, data)
         result: dict[str, Any] = json.loads(data)
         return result
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        problem = Problem(str(path), None, f"cannot read workflow file: {err}")
+        raise SpecError([problem]) from err
 
 
 def _api_error(status: int, data: bytes) -> ApiError:

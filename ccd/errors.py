@@ -49,16 +49,16 @@ class StoreError(CcdError):
     """The state database is unusable (newer schema, corrupt, locked by another daemon)."""
 
 
+class Conflict(CcdError):
+    """A command that does not fit the workflow's current state (e.g. deleting a running one)."""
+
+
 class NotFound(CcdError):
     """A workflow, job or attempt that does not exist."""
 
 
 class ExecutorError(CcdError):
     """An executor could not start, watch or kill a job."""
-
-
-class Conflict(CcdError):
-    """A command that does not fit the workflow's current state (e.g. deleting a running one)."""
 
 
 class ConfigError(CcdError):

@@ -28,9 +28,19 @@ RETRYABLE: frozenset[JobState] = frozenset({JobState.FAILED, JobState.CANCELLED,
 
 # Every allowed change of a job's state. READY -> SUBMITTED (batch hosts) or RUNNING starts an
 # attempt; back to READY is an automatic retry (the attempt failed and the job has retries
-# left); FAILED/CANCELLED/SKIPPED -> WAITING is a user's retry.
+# left); FAILED/CANCELLED/SKIPPED -> WAITING is a user's retry. WAITING -> FAILED is a job
+# whose `${{ }}` references cannot be resolved; WAITING -> SUCCEEDED a matrix group whose
+# members have all succeeded (neither runs an attempt).
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    JobState.WAITING: frozenset({JobState.READY, JobState.SKIPPED, JobState.CANCELLED}),
+    JobState.WAITING: frozenset(
+        {
+            JobState.READY,
+            JobState.SKIPPED,
+            JobState.CANCELLED,
+            JobState.FAILED,
+            JobState.SUCCEEDED,
+        }
+    ),
     JobState.READY: frozenset({JobState.SUBMITTED, JobState.RUNNING, JobState.CANCELLED}),
     JobState.SUBMITTED: frozenset(
         {JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.READY}

@@ -25,13 +25,26 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ccd import dump
 from ccd.errors import Problem, SpecError
-from ccd.spec import WorkflowSpec, parse
+from ccd.spec import WorkflowSpec, dump, parse
 
-_JOB_FIELDS = ("run", "script", "args", "env", "needs", "host", "retries", "timeout",
-               "python", "inputs", "outputs", "resources", "retry_on", "on_retry",
-               "matrix")  # fmt: skip
+_JOB_FIELDS = (
+    "run",
+    "script",
+    "args",
+    "env",
+    "needs",
+    "host",
+    "retries",
+    "timeout",
+    "python",
+    "inputs",
+    "outputs",
+    "resources",
+    "retry_on",
+    "on_retry",
+    "matrix",
+)
 
 
 class Workflow:
@@ -45,7 +58,7 @@ class Workflow:
         self._jobs: dict[str, dict[str, Any]] = {}
         self._job_lines: dict[str, int] = {}
 
-    def host(self, name: str, type: str, **options: Any) -> Workflow:  # noqa: A002 (the field's name)
+    def host(self, name: str, type: str, **options: Any) -> Workflow:
         """A host for this workflow's jobs: ``type`` is local, ssh or slurm; the options
         are those of a workflow file's ``hosts:`` entry (``hostname=``, ``partition=``, ...)."""
         self._hosts[name] = {"type": type, **options}
@@ -57,8 +70,10 @@ class Workflow:
         ``inputs``, ``outputs``, ``python``, ``retry_on``, ``on_retry``, as in a file."""
         unknown = sorted(set(fields) - set(_JOB_FIELDS))
         if unknown:
-            raise TypeError(f"job '{name}': unknown field(s) {', '.join(unknown)}; "
-                            f"the fields are {', '.join(_JOB_FIELDS)}")  # fmt: skip
+            raise TypeError(
+                f"job '{name}': unknown field(s) {', '.join(unknown)}; "
+                f"the fields are {', '.join(_JOB_FIELDS)}"
+            )
         if isinstance(fields.get("needs"), str):
             fields["needs"] = [fields["needs"]]
         self._jobs[name] = {k: _plain(v) for k, v in fields.items() if v is not None}
@@ -96,9 +111,12 @@ class Workflow:
     # -- running it -----------------------------------------------------------------------
 
     def run(
-        self, *, state_dir: Path | str | None = None, fail_fast: bool = False,
+        self,
+        *,
+        state_dir: Path | str | None = None,
+        fail_fast: bool = False,
         max_jobs: int | None = None,
-    ) -> dict[str, Any]:  # fmt: skip
+    ) -> dict[str, Any]:
         """Run in this process (no daemon) to the end; the final status, as
         ``ccctl run --json`` prints it."""
         from ccd import paths
@@ -115,8 +133,9 @@ class Workflow:
         self.spec()  # problems here, located in the Python file, before any request
         client = Client(Path(socket) if socket is not None else None)
         source = Path(self._file)
-        return client.submit_text(self.to_yaml(), source=source, base_dir=source.parent,
-                                  fail_fast=fail_fast)  # fmt: skip
+        return client.submit_text(
+            self.to_yaml(), source=source, base_dir=source.parent, fail_fast=fail_fast
+        )
 
 
 async def _run(

@@ -292,4 +292,54 @@ def _web_text(link: dict[str, Any]) -> str:
     )
 
 
-COMMANDS = (submit, list_, status, logs, cancel, retry, delete, ping, web)
+@click.command()
+@click.argument("workflow_id")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def add(ctx: click.Context, workflow_id: str, file: Path, as_json: bool) -> None:
+    """Add the jobs of FILE (ccd's format: `jobs:`, whose `needs` may name the workflow's
+    jobs) to a workflow, running or finished. Safe to repeat."""
+    try:
+        result = client_of(ctx).add_jobs(workflow_id, file)
+    except ApiError as err:
+        if err.status == 422:  # validation: every problem, exit 2 like `submit`
+            click.echo("\n".join(err.body.get("problems", [str(err)])), err=True)
+            sys.exit(2)
+        raise
+    if as_json:
+        echo_json(result)
+        return
+    click.echo(f"added: {', '.join(result['added']) or 'nothing'}")
+    if result["existing"]:
+        click.echo(f"already there: {', '.join(result['existing'])}")
+
+
+@click.command()
+@click.argument("workflow_id")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["yaml", "json"]),
+    default="yaml",
+    help="yaml: a workflow file that re-runs the same DAG; json: with every job's "
+    "state, attempts and outputs.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this file [default: stdout].",
+)
+@click.pass_context
+def export(ctx: click.Context, workflow_id: str, fmt: str, output: Path | None) -> None:
+    """Write a workflow as it stands, with the jobs added and expanded since it started."""
+    text = client_of(ctx).export(workflow_id, fmt)
+    if output is None:
+        click.echo(text, nl=not text.endswith("\n"))
+        return
+    output.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {output}")
+
+
+COMMANDS = (submit, list_, status, logs, cancel, retry, delete, ping, web, add, export)

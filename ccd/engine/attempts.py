@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 import structlog
 
 from ccd.engine.progress import LogTail
+from ccd.engine.results import ResultError, Results, collect
 from ccd.errors import ExecutorError
 from ccd.executors.base import Executor, Handle, Launch
 from ccd.models import ExitStatus, Progress
@@ -45,6 +46,7 @@ class Attempt:
     # In a batch system's queue: its timeout counts from when it starts running, not before.
     queued: bool = False
     on_running: Callable[[], None] | None = None
+    results: Results | None = None  # what it handed on, read once it has succeeded
 
     def request_kill(self, reason: str) -> None:
         if self.kill_reason is None:
@@ -142,6 +144,8 @@ class AttemptRunner:
             log.warning("progress_read_failed", job=attempt.launch.job, error=str(exc))
         if attempt.kill_reason is not None:  # we killed it: that is the reason, not "lost"
             status = replace(status, reason=attempt.kill_reason)
+        elif status.ok:
+            status = await _collect(attempt, executor, attempt.handle, status)
         return status
 
     async def _supervise(
@@ -225,3 +229,17 @@ async def _send_signal(executor: Executor, handle: Handle, signum: int) -> None:
         await executor.signal(handle, signum)
     except (ExecutorError, OSError) as exc:
         log.warning("attempt_signal_failed", job=handle.job, signal=signum, error=str(exc))
+
+
+async def _collect(
+    attempt: Attempt, executor: Executor, handle: Handle, status: ExitStatus
+) -> ExitStatus:
+    """A succeeded attempt's outputs and new jobs, read from its run dir; a file that
+    breaks the rules (or cannot be read) makes it a failure, with the reason."""
+    try:
+        attempt.results = await collect(lambda name, limit: executor.read_file(handle, name, limit))
+    except ResultError as err:
+        return replace(status, reason=str(err))
+    except (ExecutorError, OSError) as err:
+        return replace(status, reason=f"results not read: {err}")
+    return status

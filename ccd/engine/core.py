@@ -6,13 +6,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ccd import paths
-from ccd.engine import reads
+from ccd.engine import export, reads
 from ccd.engine.runs import JobEvent, WorkflowRun
 from ccd.engine.scheduler import Scheduler
 from ccd.engine.store import AttemptRecord, EventRecord, JobRecord, Store, WorkflowRecord
@@ -20,7 +21,7 @@ from ccd.errors import Conflict, NotFound, Problem, SpecError
 from ccd.executors.base import Executor, Handle, HostHealth, backend_class
 from ccd.models import JobState, Limits, WorkflowState
 from ccd.spec import LOCAL_HOST as LOCAL
-from ccd.spec import HostSpec, WorkflowSpec, dag, parse
+from ccd.spec import HostSpec, JobSpec, WorkflowSpec, dag, parse
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,7 @@ class JobStatus:
     message: str | None
     started_at: float | None
     ended_at: float | None
+    outputs: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def duration_s(self) -> float | None:
@@ -70,6 +72,7 @@ class WorkflowStatus:
                     "progress": j.progress,
                     "host": j.host,
                     "duration_s": j.duration_s,
+                    "outputs": dict(j.outputs),
                 }
                 for j in self.jobs
             ],
@@ -118,7 +121,9 @@ class Engine:
             host_max_jobs=_host_max_jobs(hosts),
             batch_hosts=_batch_hosts(hosts),
         )
-        return cls(store, scheduler, executors, hosts)
+        engine = cls(store, scheduler, executors, hosts)
+        scheduler.parse_fragment = engine.parse_fragment
+        return engine
 
     def reload(self, hosts: Mapping[str, HostSpec], limits: Limits) -> None:
         """Apply a new config: new hosts become usable, limits apply from the next dispatch.
@@ -143,6 +148,34 @@ class Engine:
         if problems:
             raise SpecError(problems)
         return spec
+
+    def parse_fragment(
+        self, text: str, source: Path, base_dir: Path, existing: Mapping[str, JobSpec]
+    ) -> WorkflowSpec:
+        """Validate jobs to add to a workflow whose jobs are ``existing`` (synchronous:
+        fragments are small, and a job's are read as it ends)."""
+        spec = parse(
+            text, source=source, base_dir=base_dir, extra_hosts=self.hosts, existing=existing
+        )
+        problems = self._foreign_hosts(spec)
+        if problems:
+            raise SpecError(problems)
+        return spec
+
+    async def add_jobs(
+        self, workflow_id: str, text: str, source: Path, base_dir: Path
+    ) -> dict[str, list[str]]:
+        """Add a fragment of jobs (ccd's format) to a workflow, checked as a whole against
+        it: ``{"added": [...], "existing": [...]}`` (the latter: there already, the same)."""
+        existing = await self.scheduler.job_specs(workflow_id)
+        spec = await asyncio.to_thread(self.parse_fragment, text, source, base_dir, existing)
+        return await self.scheduler.add_jobs(workflow_id, spec)
+
+    async def export_yaml(self, workflow_id: str) -> str:
+        return await export.as_yaml(self.store, workflow_id, self.hosts)
+
+    async def export_json(self, workflow_id: str) -> dict[str, Any]:
+        return await export.as_json(self.store, workflow_id)
 
     def _foreign_hosts(self, spec: WorkflowSpec) -> list[Problem]:
         """A problem for the first job on each host the file defines unlike this engine."""
@@ -268,13 +301,14 @@ class Engine:
     async def status(self, workflow_id: str) -> WorkflowStatus:
         wf = await self.store.get_workflow(workflow_id)
         jobs = await self.store.list_jobs(workflow_id)
+        outputs = await self.store.list_outputs(workflow_id)
         return WorkflowStatus(
             id=wf.id,
             name=wf.name,
             state=wf.state,
             created_at=wf.created_at,
             updated_at=wf.updated_at,
-            jobs=[_job_status(j) for j in jobs],
+            jobs=[_job_status(j, outputs.get(j.name, {})) for j in jobs],
             hosts={host: self.host_health(host) for host in sorted({j.host for j in jobs})},
         )
 
@@ -348,7 +382,7 @@ def _row_status(row: reads.JobRow) -> JobStatus:
     return JobStatus(row.name, _STATES[row.state], *row[2:])
 
 
-def _job_status(j: JobRecord) -> JobStatus:
+def _job_status(j: JobRecord, outputs: Mapping[str, str]) -> JobStatus:
     return JobStatus(
         name=j.name,
         state=j.state,
@@ -361,6 +395,7 @@ def _job_status(j: JobRecord) -> JobStatus:
         message=j.message,
         started_at=j.started_at,
         ended_at=j.ended_at,
+        outputs=outputs,
     )
 
 

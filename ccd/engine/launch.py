@@ -16,6 +16,7 @@ from ccd.engine.store import JobRecord, NewJob, WorkflowRecord
 from ccd.executors.base import Launch
 from ccd.spec import JobSpec, WorkflowSpec
 from ccd.spec.hosts import Resources
+from ccd.spec.matrix import Matrix
 
 INLINE_SCRIPT = "run.sh"  # the file an inline `run:` command is written to in the run dir
 SNAPSHOT_DIR = ".scripts"  # job names cannot start with ".", so this never clashes with one
@@ -30,16 +31,17 @@ class Snapshot:
     inputs: tuple[Path, ...]
 
 
-def snapshot_files(workflow_dir: Path, spec: WorkflowSpec) -> dict[str, Snapshot]:
+def snapshot_files(workflow_dir: Path, spec: WorkflowSpec, prefix: str = "") -> dict[str, Snapshot]:
     """Copy each script and input once, at submit, so later edits do not change this run.
 
     Jobs sharing a file share its copy (kept under its own name, which jobs may rely on).
-    Inline commands need no file: their text is stored with the job."""
+    Inline commands need no file: their text is stored with the job. Jobs added later
+    give a ``prefix`` of their own, so their copies never land on earlier ones."""
     copies: dict[Path, Path] = {}
 
     def copy(source: Path) -> Path:
         if source not in copies:
-            target = workflow_dir / SNAPSHOT_DIR / str(len(copies)) / source.name
+            target = workflow_dir / SNAPSHOT_DIR / f"{prefix}{len(copies)}" / source.name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
             copies[source] = target
@@ -101,7 +103,14 @@ def _resources_of(data: dict[str, Any]) -> Resources:
 
 # The defaults that stored jobs leave out. Its mappings are read-only: every job read
 # back without an env or on_retry shares them.
-_BLANK = JobSpec("", "shell", env=MappingProxyType({}), on_retry=MappingProxyType({}))
+_BLANK = JobSpec(
+    "",
+    "shell",
+    env=MappingProxyType({}),
+    on_retry=MappingProxyType({}),
+    values=MappingProxyType({}),
+    resource_refs=MappingProxyType({}),
+)
 
 # (JobSpec field, its default, to JSON, from JSON) for every stored field; json writes
 # tuples as lists. The name and host have columns of their own; the line is not kept.
@@ -122,6 +131,10 @@ _STORED: tuple[tuple[str, Any, Callable[[Any], Any], Callable[[Any], Any]], ...]
         ("resources", _resources_json, _resources_of),
         ("retry_on", sorted, frozenset),
         ("on_retry", dict, _as_is),
+        ("matrix", Matrix.to_json, Matrix.from_json),
+        ("group", _as_is, _as_is),
+        ("values", dict, _as_is),
+        ("resource_refs", dict, _as_is),
     )
 )
 _DECODE = {key: decode for key, _, _, decode in _STORED}

@@ -4,6 +4,7 @@ Plain data: the scheduler changes them, everyone else reads them."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ccd.engine.attempts import Attempt
@@ -39,6 +40,8 @@ class JobRun:
     progress: int | None = None
     pending_reason: str | None = None  # why a batch system keeps it queued
     cancel_reason: str | None = None  # why its running attempt was asked to stop
+    outputs: Mapping[str, str] | None = None  # what it handed on when it succeeded
+    members: list[JobRun] = field(default_factory=list)  # a matrix group's
 
     @property
     def name(self) -> str:

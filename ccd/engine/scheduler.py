@@ -22,6 +22,7 @@ import structlog
 
 from ccd.engine.attempts import Attempt, AttemptRunner
 from ccd.engine.commit import Committer
+from ccd.engine.dynamic import DynamicJobs
 from ccd.engine.launch import (
     job_spec,
     launch_for,
@@ -71,7 +72,7 @@ CANCEL_REQUESTED = "cancel requested"
 DEFAULT_HOST_MAX_JOBS = os.cpu_count() or 1
 
 
-class Scheduler:
+class Scheduler(DynamicJobs):
     """Runs workflows' jobs on executors; the store is its memory across restarts."""
 
     def __init__(
@@ -178,6 +179,7 @@ class Scheduler:
         for wf in await self._store.list_workflows(unfinished_only=True):
             records = await self._store.list_jobs(wf.id)
             run = self._load_records(wf, records)
+            await self._load_outputs(run)
             cancelling = {r.name for r in records if r.reason == CANCEL_REQUESTED}
             latest: dict[str, AttemptRecord] = {}
             for a in await self._store.list_attempts(wf.id):  # ordered by attempt
@@ -270,6 +272,7 @@ class Scheduler:
                 parent.children.append(job)
                 job.parents.append(parent)
                 job.waiting_on += parent.state is not JobState.SUCCEEDED
+        self._link_members(run)
         self.workflows[wf_id] = run
         if run.unfinished == 0:
             run.state = workflow_state([j.state for j in run.jobs.values()])
@@ -277,7 +280,12 @@ class Scheduler:
         return run
 
     async def _load_stored(self, wf: WorkflowRecord) -> WorkflowRun:
-        return self._load_records(wf, await self._store.list_jobs(wf.id))
+        run = self._load_records(wf, await self._store.list_jobs(wf.id))
+        await self._load_outputs(run)
+        return run
+
+    async def _load_stored_id(self, workflow_id: str) -> WorkflowRun:
+        return await self._load_stored(await self._store.get_workflow(workflow_id))
 
     def _load_records(self, wf: WorkflowRecord, records: list[JobRecord]) -> WorkflowRun:
         jobs = [(job_spec(rec), rec.state, rec.attempts) for rec in records]
@@ -383,7 +391,7 @@ class Scheduler:
 
     def _make_ready(self, jobs: Iterable[JobRun]) -> None:
         for job in jobs:
-            if job.state is JobState.WAITING and job.waiting_on == 0:
+            if job.state is JobState.WAITING and job.waiting_on == 0 and self._prepare(job):
                 self._transition(job, JobState.READY)
                 self._enqueue(job)
 
@@ -409,6 +417,7 @@ class Scheduler:
         """Decide what an ended attempt means for the job and its descendants."""
         attempt, job.attempt = job.attempt, None
         self._release_slot(job)
+        status, emitted = self._take_results(job, attempt, status)
         self._commit.batch.attempts.append(self._attempt_record(job, attempt, status))
         cls = failure_class(status)
         if cls == "cancelled":  # by us, or by someone else (e.g. scancel)
@@ -418,6 +427,7 @@ class Scheduler:
             self._transition(job, JobState.CANCELLED, why, exit=status)
             self._skip_descendants(job)
         elif status.ok:
+            self._grow(job.wf, emitted)  # first: the workflow is not over while it grows
             self._transition(job, JobState.SUCCEEDED, exit=status)
             self._release_children(job)
         elif cls in job.spec.retry_on and job.attempts - job.budget_start <= job.spec.retries:

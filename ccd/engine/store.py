@@ -125,8 +125,20 @@ PRAGMAS = (
     "PRAGMA temp_store=MEMORY",
 )
 
+# Dynamic workflows: what each succeeded attempt wrote to $CCD_OUTPUTS (a matrix group's,
+# which runs no attempt, as attempt 0). JSON text: {"key": "value", ...}.
+_OUTPUTS = """
+CREATE TABLE outputs (
+    workflow_id TEXT NOT NULL REFERENCES workflows(id) ON DELETE CASCADE,
+    job         TEXT NOT NULL,
+    attempt     INTEGER NOT NULL,
+    data        TEXT NOT NULL,
+    PRIMARY KEY (workflow_id, job, attempt)
+) WITHOUT ROWID;
+"""
+
 # MIGRATIONS[i] takes the schema from version i to i + 1. Append, never edit.
-MIGRATIONS: list[str] = [_SCHEMA_V1, _DROP_JOBS_UNFINISHED, _EVENTS_AUTOINCREMENT]
+MIGRATIONS: list[str] = [_SCHEMA_V1, _DROP_JOBS_UNFINISHED, _EVENTS_AUTOINCREMENT, _OUTPUTS]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -250,10 +262,16 @@ class Batch:
     progress: list[ProgressUpdate] = field(default_factory=list)
     workflows: list[WorkflowChange] = field(default_factory=list)
     notes: list[JobNote] = field(default_factory=list)
+    growth: Growth = field(default_factory=lambda: Growth())
 
     def __bool__(self) -> bool:
         return bool(
-            self.transitions or self.attempts or self.progress or self.workflows or self.notes
+            self.transitions
+            or self.attempts
+            or self.progress
+            or self.workflows
+            or self.notes
+            or self.growth
         )
 
     def extend(self, later: Batch) -> None:
@@ -263,6 +281,25 @@ class Batch:
         self.progress += later.progress
         self.workflows += later.workflows
         self.notes += later.notes
+        self.growth.extend(later.growth)
+
+
+@dataclass(slots=True)
+class Growth:
+    """What dynamic workflows add in a turn: jobs (waiting; their first transitions follow
+    in the same batch), edges, and outputs. Written before the batch's transitions."""
+
+    jobs: list[tuple[str, int, NewJob]] = field(default_factory=list)  # (workflow, seq, job)
+    edges: list[tuple[str, str, str]] = field(default_factory=list)  # (workflow, parent, child)
+    outputs: list[tuple[str, str, int, dict[str, str]]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.jobs or self.edges or self.outputs)
+
+    def extend(self, later: Growth) -> None:
+        self.jobs += later.jobs
+        self.edges += later.edges
+        self.outputs += later.outputs
 
 
 def new_workflow_id() -> str:
@@ -387,6 +424,14 @@ class Store:
         ) as cur:
             return [(str(p), str(c)) for p, c in await cur.fetchall()]
 
+    async def list_outputs(self, workflow_id: str) -> dict[str, dict[str, str]]:
+        """Each job's outputs, from its latest attempt that has any."""
+        async with self._conn.execute(
+            "SELECT job, data FROM outputs WHERE workflow_id=? ORDER BY job, attempt",
+            (workflow_id,),
+        ) as cur:
+            return {str(job): json.loads(data) for job, data in await cur.fetchall()}
+
     async def list_attempts(self, workflow_id: str, job: str | None = None) -> list[AttemptRecord]:
         sql, params = "SELECT * FROM attempts WHERE workflow_id=?", [workflow_id]
         if job is not None:
@@ -460,7 +505,24 @@ def _delete_workflow(db: sqlite3.Connection, workflow_id: str) -> None:
         raise NotFound(f"no workflow '{workflow_id}'")
 
 
+def _write_growth(db: sqlite3.Connection, growth: Growth) -> None:
+    db.executemany(
+        "INSERT INTO jobs (workflow_id, name, seq, state, host, spec) VALUES (?,?,?,?,?,?)",
+        (
+            (wf, name, seq, JobState.WAITING, host, _to_json(spec))
+            for wf, seq, (name, host, spec) in growth.jobs
+        ),
+    )
+    db.executemany("INSERT INTO edges VALUES (?,?,?)", growth.edges)
+    db.executemany(
+        "INSERT OR REPLACE INTO outputs VALUES (?,?,?,?)",
+        ((wf, job, attempt, _to_json(data)) for wf, job, attempt, data in growth.outputs),
+    )
+
+
 def _write_batch(db: sqlite3.Connection, batch: Batch) -> None:
+    if batch.growth:
+        _write_growth(db, batch.growth)
     if batch.transitions:
         # An attempt starts (attempts set): new start time, progress cleared.
         db.executemany(

@@ -26,6 +26,20 @@ from ccd.models import ExitStatus
 from ccd.spec.hosts import Resources
 from ccd.spec.model import HostSpec
 
+# A job's result files in its run dir, named to it by $CCD_OUTPUTS and $CCD_NEW_JOBS: read
+# (with `Executor.read_file`) once it has succeeded.
+OUTPUTS_NAME = "ccd-outputs"
+NEW_JOBS_NAME = "ccd-new-jobs.yaml"
+
+
+def result_env(run_dir: str) -> dict[str, str]:
+    """The variables naming a job's result files (absolute: a job may change directory)."""
+    return {
+        "CCD_OUTPUTS": f"{run_dir}/{OUTPUTS_NAME}",
+        "CCD_NEW_JOBS": f"{run_dir}/{NEW_JOBS_NAME}",
+    }
+
+
 WRAPPER_NAME = "wrapper.sh"
 # Exit codes above 128 up to this are read as "killed by signal code-128" (the sh convention).
 _MAX_SIGNAL = 64
@@ -201,6 +215,11 @@ class Executor(Protocol):
 
     async def read_log(self, handle: Handle, offset: int) -> bytes:
         """The log's bytes from ``offset`` on (empty if nothing new)."""
+        ...
+
+    async def read_file(self, handle: Handle, name: str, limit: int) -> bytes:
+        """Up to ``limit`` bytes of the file ``name`` in the attempt's run dir (empty if
+        there is none): how a job's results come back from its host."""
         ...
 
     async def reattach(self, launch: Launch) -> Handle | None:

@@ -31,6 +31,7 @@ from ccd.executors.base import (
     StatusRecord,
     exit_status,
     parse_status,
+    result_env,
     wrapper_exit,
 )
 from ccd.executors.procfs import local_boot_time, same_process
@@ -137,6 +138,9 @@ class LocalExecutor:
         if record.exit_code is None and pid is not None and same_process(pid, record):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signum)
+
+    async def read_file(self, handle: Handle, name: str, limit: int) -> bytes:
+        return read_bytes(handle.run_dir / name, 0, limit)
 
     async def read_log(self, handle: Handle, offset: int) -> bytes:
         key = _key(handle)
@@ -286,6 +290,7 @@ def spawn_request(key: str, launch: Launch, run_dir: Path) -> dict[str, Any]:
     env["CCD_JOB"] = launch.job
     env["CCD_ATTEMPT"] = str(launch.attempt)
     env["CCD_RUN_DIR"] = str(run_dir)
+    env.update(result_env(str(run_dir)))
     return {
         "op": "spawn",
         "key": key,

@@ -246,6 +246,9 @@ class SlurmExecutor:
         )
         self._nudge()
 
+    async def read_file(self, handle: Handle, name: str, limit: int) -> bytes:
+        return await self.shell.read_file(f"{await self._run_dir(handle)}/{name}", 0, limit)
+
     async def read_log(self, handle: Handle, offset: int) -> bytes:
         run_dir = await self._run_dir(handle)
         return await self.shell.read_file(f"{run_dir}/{LOG_NAME}", offset)

@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from ccd.errors import ExecutorError
-from ccd.executors.base import WRAPPER_NAME, Handle, Launch, StatusRecord, wrapper_exit
+from ccd.executors.base import (
+    WRAPPER_NAME,
+    Handle,
+    Launch,
+    StatusRecord,
+    result_env,
+    wrapper_exit,
+)
 from ccd.models import ExitStatus
 from ccd.spec.hosts import Resources, SlurmOptions, clock_s, format_walltime
 
@@ -141,6 +148,7 @@ def render_batch(
         "CCD_JOB": launch.job,
         "CCD_ATTEMPT": str(launch.attempt),
         "CCD_RUN_DIR": run_dir,
+        **result_env(run_dir),
     }
     bad = [name for name in env if not _ENV_NAME_RE.match(name)]
     if bad:

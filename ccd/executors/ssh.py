@@ -419,6 +419,11 @@ class SshExecutor:
         script = kill_script(pid, record.start_ticks, signum)
         await self._retrying(lambda: self.conn.run("sh -s", script))
 
+    async def read_file(self, handle: Handle, name: str, limit: int) -> bytes:
+        await self.conn.up()
+        path = f"{self.conn.root}/{rel_run_dir(handle.run_dir)}/{name}"
+        return await self._retrying(lambda: self.shell.read_file(path, 0, limit))
+
     async def read_log(self, handle: Handle, offset: int) -> bytes:
         """New log bytes; empty while the host is away (the next read catches up)."""
         rel = rel_run_dir(handle.run_dir)

@@ -21,6 +21,7 @@ from ccd.executors.base import (
     STATUS_NAME,
     WRAPPER_NAME,
     Launch,
+    result_env,
 )
 from ccd.spec.model import valid_name
 
@@ -113,6 +114,7 @@ def ccd_env(launch: Launch, remote_dir: str) -> dict[str, str]:
         "CCD_JOB": launch.job,
         "CCD_ATTEMPT": str(launch.attempt),
         "CCD_RUN_DIR": remote_dir,
+        **result_env(remote_dir),
     }
 
 

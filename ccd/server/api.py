@@ -61,6 +61,12 @@ class SubmitRequest(BaseModel):
     fail_fast: bool = False
 
 
+class AddJobsRequest(BaseModel):
+    yaml: str = Field(description="A fragment of ccd's format: `jobs:` (and `defaults:`)")
+    source: str = Field(description="The fragment file's path, for messages")
+    base_dir: str = Field(description="Directory that relative script paths resolve against")
+
+
 class JobsRequest(BaseModel):
     model_config = ConfigDict(strict=True)
 
@@ -197,6 +203,16 @@ def _add_read_routes(app: FastAPI, engine: Engine, started_at: float) -> None:
     async def graph(workflow_id: str) -> dict[str, Any]:
         return {"dot": await engine.graph_dot(workflow_id)}
 
+    @app.get("/workflows/{workflow_id}/export", response_model=None, responses=errors(404))
+    async def export(
+        workflow_id: str, format: str = Query("yaml", pattern="^(yaml|json)$")
+    ) -> Response | dict[str, Any]:
+        """The workflow as it stands: a workflow file that re-runs the same DAG (yaml), or
+        every job with its state, attempts and outputs (json)."""
+        if format == "json":
+            return await engine.export_json(workflow_id)
+        return Response(await engine.export_yaml(workflow_id), media_type="application/yaml")
+
 
 def _add_control_routes(app: FastAPI, engine: Engine) -> None:
     @app.post("/workflows", status_code=201, responses=errors(422))
@@ -212,6 +228,12 @@ def _add_control_routes(app: FastAPI, engine: Engine) -> None:
     @app.post("/workflows/{workflow_id}/cancel", responses=errors(404, 409))
     async def cancel(workflow_id: str, body: JobsRequest) -> dict[str, Any]:
         return {"cancelled": await engine.cancel(workflow_id, body.jobs)}
+
+    @app.post("/workflows/{workflow_id}/jobs", responses=errors(404, 409, 422))
+    async def add_jobs(workflow_id: str, body: AddJobsRequest) -> dict[str, Any]:
+        """Add jobs to a workflow, checked as a whole against it (their `needs` may name its
+        jobs); jobs already there with the same definition are left alone."""
+        return await engine.add_jobs(workflow_id, body.yaml, Path(body.source), Path(body.base_dir))
 
     @app.post("/workflows/{workflow_id}/retry", responses=errors(404, 409))
     async def retry(workflow_id: str, body: JobsRequest) -> dict[str, Any]:

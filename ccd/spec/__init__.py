@@ -61,8 +61,11 @@ def parse(
     source: Path,
     base_dir: Path,
     extra_hosts: Mapping[str, HostSpec] | None = None,
+    existing: Mapping[str, JobSpec] | None = None,
 ) -> WorkflowSpec:
     """Validate workflow text; ``source`` names it in problems, scripts resolve in ``base_dir``.
+    With ``existing`` (the jobs of a running workflow), the text is a fragment of ccd's
+    format (``jobs:`` and ``defaults:``) to add to it: its jobs may need existing ones.
 
     Jobs may run on ``local``, on a host of the file's ``hosts:`` section, or on one of
     ``extra_hosts``. The spec's hosts are ``local`` and the file's hosts, plus the extra
@@ -71,7 +74,9 @@ def parse(
     ctx = Ctx(str(source), base_dir, [])
     with gc_paused():
         root = compose(text, ctx)
-        spec = _dispatch(root, ctx, source, extra_hosts or {}) if not ctx.problems else None
+        spec = (
+            _dispatch(root, ctx, source, extra_hosts or {}, existing) if not ctx.problems else None
+        )
         # Freed while the collector still sleeps: its first pass would walk the whole tree
         # (a million nodes, 0.4 s, for 100k jobs) only to find it garbage.
         del root
@@ -81,7 +86,11 @@ def parse(
 
 
 def _dispatch(
-    root: Node | None, ctx: Ctx, source: Path, extra_hosts: Mapping[str, HostSpec]
+    root: Node | None,
+    ctx: Ctx,
+    source: Path,
+    extra_hosts: Mapping[str, HostSpec],
+    existing: Mapping[str, JobSpec] | None = None,
 ) -> WorkflowSpec | None:
     if root is None or is_null(root):
         ctx.add(1, "the workflow file is empty")
@@ -89,8 +98,8 @@ def _dispatch(
     if not isinstance(root, Map):
         ctx.add(root.line, f"expected a mapping with 'jobs:' or 'workflow:', got {describe(root)}")
         return None
-    if "jobs" in root.fields:
-        spec = native.read(root, ctx, source, extra_hosts)
+    if "jobs" in root.fields or existing is not None:
+        spec = native.read(root, ctx, source, extra_hosts, existing)
     elif "workflow" in root.fields:
         spec = cloudmesh.read(root, ctx, source, extra_hosts.get(LOCAL_HOST, BUILTIN_LOCAL))
     else:

@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Literal
 
 from ccd.spec.hosts import FAILURE_CLASSES, Resources, SlurmOptions, SshOptions
+from ccd.spec.matrix import Matrix
 
 ScriptKind = Literal["shell", "sh", "py", "ipynb"]  # "shell": an inline `run:` command
 
@@ -59,6 +60,12 @@ class JobSpec:
     resources: Resources | None = None  # batch requests (slurm hosts)
     retry_on: frozenset[str] = frozenset(FAILURE_CLASSES)  # which failures use `retries`
     on_retry: Mapping[str, float] = field(default_factory=dict)  # e.g. {"mem": 2.0}
+    # Dynamic workflows (`ccd.spec.templates`): a matrix job is a group that runs nothing;
+    # its members name it in `group` and hold their combination's `values`.
+    matrix: Matrix | None = None
+    group: str | None = None
+    values: Mapping[str, str] = field(default_factory=dict)
+    resource_refs: Mapping[str, str] = field(default_factory=dict)  # fields given as ${{ }}
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +82,13 @@ class WorkflowSpec:
 
     def iter_edges(self) -> Iterator[tuple[str, str]]:
         """(parent, child) pairs, made as they are taken: storing 100k jobs' edges one by
-        one leaves the garbage collector nothing to scan, where a list of them would not."""
-        return ((parent, job.name) for job in self.jobs.values() for parent in job.needs)
+        one leaves the garbage collector nothing to scan, where a list of them would not.
+        A matrix group's members are its parents too."""
+        for job in self.jobs.values():
+            for parent in job.needs:
+                yield parent, job.name
+            if job.group is not None:
+                yield job.name, job.group
 
 
 NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,100}")

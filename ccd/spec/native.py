@@ -27,6 +27,7 @@ from ccd.spec.checks import (
     script_field,
 )
 from ccd.spec.hosts import FAILURE_CLASSES, Resources, SlurmOptions
+from ccd.spec.matrix import MAX_COMBINATIONS
 from ccd.spec.model import (
     BUILTIN_LOCAL,
     HOST_TYPES,
@@ -37,11 +38,14 @@ from ccd.spec.model import (
     ScriptKind,
     WorkflowSpec,
 )
+from ccd.spec.refs import RefError
+from ccd.spec.templates import as_matrix, check_refs, expand
 from ccd.spec.yamltree import (
     Ctx,
     Map,
     Node,
     Reader,
+    Scalar,
     as_count,
     as_duration,
     as_env,
@@ -57,12 +61,22 @@ from ccd.spec.yamltree import (
 # --- ccd's own format ------------------------------------------------------------------------
 
 TOP_FIELDS = frozenset({"name", "defaults", "hosts", "jobs"})
+FRAGMENT_FIELDS = frozenset({"defaults", "jobs"})  # jobs added to a running workflow
 _DEFAULT_FIELDS = frozenset(
     {"host", "retries", "timeout", "python", "resources", "retry_on", "on_retry"}
 )
 _HOST_FIELDS = frozenset({"type", "max_jobs"})
 _ALL_OPTIONS = frozenset().union(*OPTION_FIELDS.values())  # of every host type
-_JOB_FIELDS = _DEFAULT_FIELDS | {"run", "script", "args", "env", "needs", "inputs", "outputs"}
+_JOB_FIELDS = _DEFAULT_FIELDS | {
+    "run",
+    "script",
+    "args",
+    "env",
+    "needs",
+    "inputs",
+    "outputs",
+    "matrix",
+}
 _ALL_CLASSES = frozenset(FAILURE_CLASSES)
 _NO_FACTORS: Mapping[str, float] = MappingProxyType({})
 
@@ -78,17 +92,25 @@ class _Defaults:
     on_retry: Mapping[str, float] = field(default_factory=lambda: _NO_FACTORS)
 
 
-def read(root: Map, ctx: Ctx, source: Path, extra_hosts: Mapping[str, HostSpec]) -> WorkflowSpec:
-    """The spec of a workflow in ccd's format (a mapping with ``jobs:``)."""
+def read(
+    root: Map,
+    ctx: Ctx,
+    source: Path,
+    extra_hosts: Mapping[str, HostSpec],
+    existing: Mapping[str, JobSpec] | None = None,
+) -> WorkflowSpec:
+    """The spec of a workflow in ccd's format (a mapping with ``jobs:``); with ``existing``
+    (a running workflow's jobs), of a fragment of jobs to add to it, whose ``needs`` may name
+    those jobs."""
     reader = Reader(ctx, None)
-    top = reader.fields(root, TOP_FIELDS)
+    top = reader.fields(root, TOP_FIELDS if existing is None else FRAGMENT_FIELDS)
     name = reader.opt(top, "name", as_text)
     if name is not None:
         check_name(ctx, name, top["name"].line, "workflow")
     own = _hosts(ctx, top.get("hosts"), extra_hosts)
     known = {LOCAL_HOST: BUILTIN_LOCAL, **extra_hosts, **own}  # what jobs may name
     defaults = _defaults(Reader(ctx, None, " (in defaults)"), top.get("defaults"), known)
-    jobs = _jobs(ctx, top.get("jobs"), defaults, known)
+    jobs = _jobs(ctx, top.get("jobs"), defaults, known, existing or {})
     check_graph(ctx, jobs, "needs")
     used = {job.host for job in jobs.values()} if extra_hosts else set()
     used |= {_via(known[host]) for host in (*own, *used) if host in known}
@@ -187,7 +209,11 @@ def _or(value: frozenset[str] | None, default: frozenset[str]) -> frozenset[str]
 
 
 def _jobs(
-    ctx: Ctx, node: Node | None, defaults: _Defaults, hosts: Mapping[str, HostSpec]
+    ctx: Ctx,
+    node: Node | None,
+    defaults: _Defaults,
+    hosts: Mapping[str, HostSpec],
+    existing: Mapping[str, JobSpec],
 ) -> dict[str, JobSpec]:
     jobs: dict[str, JobSpec] = {}
     needs_at: list[tuple[str, list[tuple[str, int]]]] = []  # job, [(parent, line)]: checked last
@@ -196,9 +222,35 @@ def _jobs(
         jobs[name] = _job(Reader(ctx, name), line, body, defaults, hosts, needs_at)
     for job, needs in needs_at:
         for parent, at in needs:
-            if parent not in jobs:
-                ctx.add(at, _unknown_parent(parent, jobs), job, "needs")
-    return jobs
+            if parent not in jobs and parent not in existing:
+                ctx.add(at, _unknown_parent(parent, {**existing, **jobs}), job, "needs")
+    check_refs(ctx, jobs, existing)
+    return _expand_matrices(ctx, jobs, existing) if not ctx.problems else jobs
+
+
+def _expand_matrices(
+    ctx: Ctx, jobs: dict[str, JobSpec], existing: Mapping[str, JobSpec]
+) -> dict[str, JobSpec]:
+    """Each matrix job whose values are known now, preceded by its members."""
+    if not any(job.matrix is not None for job in jobs.values()):
+        return jobs
+    expanded: dict[str, JobSpec] = {}
+    for job in jobs.values():
+        if job.matrix is not None and not job.matrix.dynamic:
+            try:
+                members = expand(job)
+            except (ValueError, RefError) as err:
+                ctx.add(job.line, str(err), job.name, "matrix")
+                members = []
+            for member in members:
+                if member.name in jobs or member.name in existing or member.name in expanded:
+                    ctx.add(job.line, f"its member '{member.name}' clashes with a job of "
+                            "that name", job.name, "matrix")  # fmt: skip
+                expanded[member.name] = member
+        expanded[job.name] = job
+    if len(expanded) > len(jobs) + MAX_COMBINATIONS * 10:
+        ctx.add(None, "the matrices make too many jobs")
+    return expanded
 
 
 def _unknown_parent(parent: str, jobs: Mapping[str, JobSpec]) -> str:
@@ -244,8 +296,27 @@ def _job(
         options["needs"] = tuple(dict(options["needs"]))
     if options["host"] not in hosts:
         reader.add(fields["host"].line, unknown("unknown host", options["host"], hosts), "host")
+    if "resources" in fields:
+        fields = dict(fields)
+        fields["resources"], options["resource_refs"] = _resource_refs(fields["resources"])
     options["resources"] = _resources(reader, fields, d.resources, hosts.get(options["host"]))
     return JobSpec(name=name, kind=kind, run=run, script=script, line=line, **options)
+
+
+def _resource_refs(node: Node) -> tuple[Node, Mapping[str, str]]:
+    """Resources given as ``${{ }}`` references are kept as text, to be filled in and
+    checked when their values are known; the others are read now."""
+    if not isinstance(node, Map):
+        return node, MappingProxyType({})
+    refs = {
+        key: value.value
+        for key, (_, value) in node.fields.items()
+        if isinstance(value, Scalar) and "${{" in value.value
+    }
+    if not refs:
+        return node, MappingProxyType({})
+    rest = {key: entry for key, entry in node.fields.items() if key not in refs}
+    return Map(rest, node.line, node.dups), MappingProxyType(refs)
 
 
 def _resources(
@@ -277,6 +348,7 @@ _JOB_OPTIONS: dict[str, tuple[str, Callable[[Node], Any]]] = {
     "outputs": ("outputs", as_outputs),
     "retry_on": ("retry_on", as_retry_on),
     "on_retry": ("on_retry", as_on_retry),
+    "matrix": ("matrix", as_matrix),
 }
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ccd.matrix import (
+from ccd.spec import valid_name
+from ccd.spec.matrix import (
     MAX_COMBINATIONS,
     Matrix,
     combinations,
@@ -12,8 +13,7 @@ from ccd.matrix import (
     member_names,
     values_from_output,
 )
-from ccd.refs import Ref, RefError
-from ccd.spec import valid_name
+from ccd.spec.refs import Ref, RefError
 
 
 def test_cross_product_in_order() -> None:
@@ -53,8 +53,9 @@ def test_names_say_the_values_and_are_valid() -> None:
 
 def test_100k_combinations_are_refused_before_anything_is_built() -> None:
     matrix = make({"a": tuple(map(str, range(1000))), "b": tuple(map(str, range(100)))})
-    with pytest.raises(ValueError, match=f"100,000 combinations, more than the limit of "
-                       f"{MAX_COMBINATIONS:,}"):  # fmt: skip
+    with pytest.raises(
+        ValueError, match=f"100,000 combinations, more than the limit of {MAX_COMBINATIONS:,}"
+    ):
         combinations(matrix)
 
 

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from ccd.refs import Ref, RefError, parse_ref, refs_in, substitute, substitute_shell
+from ccd.spec.refs import Ref, RefError, parse_ref, refs_in, substitute, substitute_shell
 
 
 def test_parse_both_kinds() -> None:
@@ -55,8 +55,13 @@ def test_shell_substitution_keeps_hostile_values_data(template: str, expected: s
     is: it is read from the environment, never parsed as shell text."""
     value = "a  b * $(touch pwned) `id` ' \" ;|&\n$HOME"
     text = substitute_shell(template, lambda ref: "CCD_REF_1")
-    done = subprocess.run(["sh", "-c", text], env={"CCD_REF_1": value, "PATH": "/usr/bin:/bin"},
-                          capture_output=True, text=True, check=True)  # fmt: skip
+    done = subprocess.run(
+        ["sh", "-c", text],
+        env={"CCD_REF_1": value, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert done.stdout == expected.replace("<VALUE>", value) + "\n"
 
 

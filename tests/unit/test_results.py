@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ccd.results import (
+from ccd.engine.results import (
     MAX_OUTPUTS_BYTES,
     ResultError,
     Results,
@@ -15,7 +15,11 @@ from ccd.results import (
 
 
 def test_key_value_lines() -> None:
-    assert parse_outputs(b"a=1\n\nkey_2-x=x=y \nc=\na=2\n") == {"a": "2", "key_2-x": "x=y ", "c": ""}
+    assert parse_outputs(b"a=1\n\nkey_2-x=x=y \nc=\na=2\n") == {
+        "a": "2",
+        "key_2-x": "x=y ",
+        "c": "",
+    }
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,9 @@ parser.add_argument("--label", type=json.loads, required=True)
 parser.add_argument("--predictions", type=json.loads, required=True)
 args = parser.parse_args()
 
-rows = sorted(zip(map(float, args.accuracy), args.label, args.predictions, strict=True),
-              reverse=True)
+rows = sorted(
+    zip(map(float, args.accuracy), args.label, args.predictions, strict=True), reverse=True
+)
 for accuracy, label, _ in rows:
     print(f"{accuracy:.4f}  {label}")
 accuracy, label, predictions = rows[0]

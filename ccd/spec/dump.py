@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from ccd.hosts import FAILURE_CLASSES, Resources, SlurmOptions, SshOptions
+from ccd.spec.hosts import FAILURE_CLASSES, Resources, SlurmOptions, SshOptions
 from ccd.spec.model import LOCAL_HOST, HostSpec, JobSpec
 
 _ALL_CLASSES = frozenset(FAILURE_CLASSES)
@@ -64,6 +64,12 @@ def job_mapping(job: JobSpec) -> dict[str, Any]:
         out["needs"] = list(job.needs)
     if job.host != LOCAL_HOST:
         out["host"] = job.host
+    out.update(_settings(job))
+    return out
+
+
+def _settings(job: JobSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     if job.retries:
         out["retries"] = job.retries
     if job.timeout_s is not None:

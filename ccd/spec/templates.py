@@ -15,16 +15,19 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 from types import MappingProxyType
 
-from ccd.hosts import Resources
-from ccd.matrix import (
+from ccd.spec.checks import MAX_ARG_BYTES
+from ccd.spec.hosts import Resources
+from ccd.spec.matrix import (
     Combination,
     Matrix,
+    check_size,
     combinations,
     make,
     member_names,
     values_from_output,
 )
-from ccd.refs import (
+from ccd.spec.model import JobSpec
+from ccd.spec.refs import (
     MATRIX_KEY_RE,
     REF_VAR_PREFIX,
     Ref,
@@ -35,7 +38,6 @@ from ccd.refs import (
     substitute,
     substitute_shell,
 )
-from ccd.spec.model import MAX_ARG_BYTES, JobSpec
 from ccd.spec.yamltree import Bad, Ctx, Map, Node, Scalar, Seq, as_scalar, describe, unknown
 
 OutputsOf = Callable[[str], Mapping[str, str]]
@@ -60,9 +62,13 @@ def check_refs(ctx: Ctx, jobs: Mapping[str, JobSpec], existing: Collection[str] 
 
 
 def _check_text(
-    ctx: Ctx, job: JobSpec, fld: str, text: str, jobs: Mapping[str, JobSpec],
+    ctx: Ctx,
+    job: JobSpec,
+    fld: str,
+    text: str,
+    jobs: Mapping[str, JobSpec],
     existing: Collection[str],
-) -> None:  # fmt: skip
+) -> None:
     try:
         refs = refs_in(text)
     except RefError as err:
@@ -156,12 +162,7 @@ def resolve(job: JobSpec, outputs_of: OutputsOf) -> JobSpec:
     def value(ref: Ref) -> str:
         if ref.job is None:
             raise RefError(f"{ref}: not a matrix job")
-        outputs = outputs_of(ref.job)
-        if ref.key not in outputs:
-            wrote = ", ".join(sorted(outputs)) or "nothing"
-            message = unknown(f"job '{ref.job}' wrote no output", ref.key, outputs)
-            raise RefError(f"{ref}: {message} (it wrote: {wrote})")
-        return outputs[ref.key]
+        return output(ref, outputs_of)
 
     def variable(ref: Ref) -> str:
         value(ref)
@@ -174,21 +175,27 @@ def resolve(job: JobSpec, outputs_of: OutputsOf) -> JobSpec:
     _check_sizes(args, env)
     resources, pending = _resources(job, lambda text: substitute(text, value))
     assert not pending
-    return replace(job, run=run, args=args, env=MappingProxyType(env), resources=resources,
-                   resource_refs=MappingProxyType({}))  # fmt: skip
+    return replace(
+        job,
+        run=run,
+        args=args,
+        env=MappingProxyType(env),
+        resources=resources,
+        resource_refs=MappingProxyType({}),
+    )
 
 
 def _check_sizes(args: tuple[str, ...], env: Mapping[str, str]) -> None:
     entries = [("an argument", a) for a in args] + [(f"${k}", v) for k, v in env.items()]
     for what, text in entries:
         if len(text) > MAX_ARG_BYTES // 4 and len(text.encode()) > MAX_ARG_BYTES:
-            raise RefError(f"{what} would be {len(text.encode())} bytes, more than the "
-                           f"{MAX_ARG_BYTES} a program can take")  # fmt: skip
+            raise RefError(
+                f"{what} would be {len(text.encode())} bytes, more than the "
+                f"{MAX_ARG_BYTES} a program can take"
+            )
 
 
-def _resources(
-    job: JobSpec, fill: Callable[[str], str]
-) -> tuple[Resources | None, dict[str, str]]:
+def _resources(job: JobSpec, fill: Callable[[str], str]) -> tuple[Resources | None, dict[str, str]]:
     """The job's resources with its referenced fields filled in where ``fill`` could (and
     checked); the fields still waiting for a value stay as text."""
     if not job.resource_refs:
@@ -225,13 +232,19 @@ def runtime_values(matrix: Matrix, outputs_of: OutputsOf) -> dict[str, list[str]
     for key, axis in matrix.axes.items():
         if isinstance(axis, str):
             [ref] = refs_in(axis)
-            assert ref.job is not None
-            outputs = outputs_of(ref.job)
-            if ref.key not in outputs:
-                raise RefError(f"{ref}: job '{ref.job}' wrote no output '{ref.key}' "
-                               f"(it wrote: {', '.join(sorted(outputs)) or 'nothing'})")  # fmt: skip
-            values[key] = values_from_output(ref, outputs[ref.key])
+            values[key] = values_from_output(ref, output(ref, outputs_of))
     return values
+
+
+def output(ref: Ref, outputs_of: OutputsOf) -> str:
+    """The value of an output reference; RefError if its job did not write that key."""
+    assert ref.job is not None
+    outputs = outputs_of(ref.job)
+    if ref.key not in outputs:
+        wrote = ", ".join(sorted(outputs)) or "nothing"
+        message = unknown(f"job '{ref.job}' wrote no output", ref.key, outputs)
+        raise RefError(f"{ref}: {message} (it wrote: {wrote})")
+    return outputs[ref.key]
 
 
 # --- reading `matrix:` -------------------------------------------------------------------
@@ -255,6 +268,10 @@ def as_matrix(node: Node) -> Matrix:
         axes[key] = _axis(key, value)
     if not axes and not lists["include"]:
         raise Bad("the matrix has no values")
+    try:
+        check_size(axes, len(lists["include"]))
+    except ValueError as err:
+        raise Bad(str(err)) from None
     return make(axes, lists["include"], lists["exclude"])
 
 
@@ -266,11 +283,18 @@ def _axis(key: str, node: Node) -> tuple[str, ...] | str:
     if isinstance(node, Scalar):
         text = node.value.strip()
         refs = refs_in(text) if "${{" in text else []
-        if len(refs) == 1 and refs[0].job is not None and text.startswith("${{") and \
-                text.endswith("}}"):  # fmt: skip
+        if (
+            len(refs) == 1
+            and refs[0].job is not None
+            and text.startswith("${{")
+            and text.endswith("}}")
+        ):
             return text
-    raise Bad(f"matrix key '{key}': expected a list of values, or one "
-              "${{ jobs.NAME.outputs.KEY }} that holds a JSON list", node.line)  # fmt: skip
+    raise Bad(
+        f"matrix key '{key}': expected a list of values, or one "
+        "${{ jobs.NAME.outputs.KEY }} that holds a JSON list",
+        node.line,
+    )
 
 
 def _entries(node: Node, what: str) -> list[dict[str, str]]:

@@ -111,9 +111,12 @@ def substitute_shell(text: str, variable_of: Callable[[Ref], str | None]) -> str
             out.append(match[0])
         else:
             out.append(
-                f"${{{name}}}" if state == '"' else f"'\"${{{name}}}\"'" if state == "'" else
-                f'"${{{name}}}"'
-            )  # fmt: skip
+                f"${{{name}}}"
+                if state == '"'
+                else f"'\"${{{name}}}\"'"
+                if state == "'"
+                else f'"${{{name}}}"'
+            )
         end = match.end()
     out.append(text[end:])
     return "".join(out)

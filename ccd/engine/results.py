@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from ccd.refs import KEY_RE
+from ccd.executors.base import NEW_JOBS_NAME, OUTPUTS_NAME
+from ccd.spec.refs import KEY_RE
 
-OUTPUTS_NAME = "ccd-outputs"
-NEW_JOBS_NAME = "ccd-new-jobs.yaml"
 MAX_OUTPUTS_BYTES = 1 << 20  # as GitHub Actions: outputs are values, not data sets
 MAX_NEW_JOBS_BYTES = 4 << 20
 
@@ -27,14 +26,6 @@ class ResultError(ValueError):
 class Results:
     outputs: dict[str, str]
     new_jobs: str | None  # the fragment's text, if the job wrote one
-
-
-def file_env(run_dir: str) -> dict[str, str]:
-    """The variables naming a job's result files (absolute, so a job may change directory)."""
-    return {
-        "CCD_OUTPUTS": f"{run_dir}/{OUTPUTS_NAME}",
-        "CCD_NEW_JOBS": f"{run_dir}/{NEW_JOBS_NAME}",
-    }
 
 
 def parse_outputs(data: bytes) -> dict[str, str]:
@@ -54,11 +45,13 @@ def parse_outputs(data: bytes) -> dict[str, str]:
             continue
         key, sep, value = line.partition("=")
         if not sep:
-            raise ResultError(f"$CCD_OUTPUTS line {number}: no '=' in {line[:60]!r}: "
-                              "write key=value")  # fmt: skip
+            raise ResultError(
+                f"$CCD_OUTPUTS line {number}: no '=' in {line[:60]!r}: write key=value"
+            )
         if not KEY_RE.fullmatch(key):
-            raise ResultError(f"$CCD_OUTPUTS line {number}: invalid key {key[:60]!r}: "
-                              "use [A-Za-z_][A-Za-z0-9_-]*")  # fmt: skip
+            raise ResultError(
+                f"$CCD_OUTPUTS line {number}: invalid key {key[:60]!r}: use [A-Za-z_][A-Za-z0-9_-]*"
+            )
         outputs[key] = value
     return outputs
 

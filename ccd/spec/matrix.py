@@ -15,8 +15,9 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from ccd.refs import Ref, RefError, parse_ref
+from ccd.spec.refs import Ref, RefError, parse_ref
 
 # A sweep of more jobs than this is refused, with this limit named: the engine takes 100k
 # jobs, but one loop turn expanding that many would stall every other workflow for seconds.
@@ -55,14 +56,13 @@ class Matrix:
         return data
 
     @classmethod
-    def from_json(cls, data: Mapping[str, object]) -> Matrix:
-        axes: dict[str, tuple[str, ...] | str] = {}
-        for key, values in data.items():
-            if key not in ("include", "exclude"):
-                axes[key] = values if isinstance(values, str) else tuple(values)  # type: ignore[arg-type]
-        include = tuple(data.get("include", ()))  # type: ignore[arg-type]
-        exclude = tuple(data.get("exclude", ()))  # type: ignore[arg-type]
-        return make(axes, include, exclude)
+    def from_json(cls, data: Mapping[str, Any]) -> Matrix:
+        axes: dict[str, tuple[str, ...] | str] = {
+            key: values if isinstance(values, str) else tuple(values)
+            for key, values in data.items()
+            if key not in ("include", "exclude")
+        }
+        return make(axes, data.get("include", ()), data.get("exclude", ()))
 
 
 def make(
@@ -76,17 +76,15 @@ def make(
     return Matrix(dict(axes), tuple(include), tuple(exclude), tuple(keys))
 
 
-def combinations(matrix: Matrix, values: Mapping[str, Sequence[str]] | None = None) -> list[Combination]:
+def combinations(
+    matrix: Matrix, values: Mapping[str, Sequence[str]] | None = None
+) -> list[Combination]:
     """Every combination, in order; ``values`` gives the run-time axes' lists. Raises
     ValueError past `MAX_COMBINATIONS` (counted before anything is built)."""
     axes = {k: tuple(values[k]) if values and k in values else v for k, v in matrix.axes.items()}
     if any(isinstance(v, str) for v in axes.values()):
         raise ValueError("the matrix's run-time values are not known yet")
-    count = math.prod(len(v) for v in axes.values()) if axes else 0
-    if count + len(matrix.include) > MAX_COMBINATIONS:
-        total = f"{count:,}" + (f" + {len(matrix.include)} included" if matrix.include else "")
-        raise ValueError(f"{total} combinations, more than the limit of {MAX_COMBINATIONS:,} "
-                         "jobs per matrix: split the sweep")  # fmt: skip
+    check_size(axes, len(matrix.include))
     keys = list(axes)
     base = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*axes.values())]
     if not keys:
@@ -102,6 +100,17 @@ def combinations(matrix: Matrix, values: Mapping[str, Sequence[str]] | None = No
         if not matched:
             extra.append(dict(entry))
     return base + extra
+
+
+def check_size(axes: Mapping[str, Sequence[str] | str], included: int) -> None:
+    """ValueError past `MAX_COMBINATIONS`, counted without building anything."""
+    count = math.prod(len(v) for v in axes.values() if not isinstance(v, str)) if axes else 0
+    if count + included > MAX_COMBINATIONS:
+        total = f"{count:,}" + (f" + {included} included" if included else "")
+        raise ValueError(
+            f"{total} combinations, more than the limit of {MAX_COMBINATIONS:,} "
+            "jobs per matrix: split the sweep"
+        )
 
 
 def _matches(combo: Combination, entry: Mapping[str, str]) -> bool:
