@@ -9,7 +9,7 @@ UV_VERSION=0.13.9
 python3 -m uv --version 2>/dev/null | grep -q " $UV_VERSION" \
     || python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "uv==$UV_VERSION"
 python3 -m uv pip compile pyproject.toml requirements/build.in \
-    --extra test --extra notebook \
+    --extra test --extra notebook --extra examples \
     --universal --python-version 3.11 --generate-hashes --quiet \
     --custom-compile-command "bash scripts/lock.sh" \
     -o requirements/lock.txt "$@"

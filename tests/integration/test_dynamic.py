@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ccd.errors import Conflict
 
 from ccd.engine import Engine
-from ccd.errors import SpecError
+from ccd.errors import Conflict, SpecError
 from ccd.spec import load
 from tests.conftest import load_text, run_spec
 
@@ -294,6 +293,9 @@ async def test_adding_to_a_finished_workflow_runs_it_again(write_workflow, engin
     assert await engine.wait(wf_id) == "failed"
 
 
+LATER = "jobs:\n  later: {needs: [plan], run: 'echo later ${{ jobs.plan.outputs.n }}'}\n"
+
+
 async def test_a_job_adds_jobs_through_ccd_new_jobs(write_workflow, engine_for) -> None:
     spec = load_text(
         write_workflow,
@@ -308,9 +310,7 @@ async def test_a_job_adds_jobs_through_ccd_new_jobs(write_workflow, engine_for) 
             run: |
               echo 'jobs: {x: {needs: [nothing], run: y}}' > "$CCD_NEW_JOBS"
     """,
-        **{
-            "later.yaml": "jobs:\n  later: {needs: [plan], run: 'echo later ${{ jobs.plan.outputs.n }}'}\n"
-        },
+        **{"later.yaml": LATER},
     )
     engine: Engine = await engine_for(spec)
     jobs = await run_spec(engine, spec)
