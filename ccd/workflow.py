@@ -119,10 +119,12 @@ class Workflow:
     ) -> dict[str, Any]:
         """Run in this process (no daemon) to the end; the final status, as
         ``ccctl run --json`` prints it."""
-        from ccd import paths
+        from ccd import logs, paths
 
         spec = self.spec()
         directory = Path(state_dir) if state_dir is not None else paths.default_state_dir()
+        paths.prepare_state_dir(directory)
+        logs.configure(directory / paths.LOG_NAME)  # as `ccctl run`: the log file, not stdout
         return asyncio.run(_run(spec, directory, fail_fast, max_jobs))
 
     def submit(self, *, socket: Path | str | None = None, fail_fast: bool = False) -> str:
