@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from ccd.engine import Engine
 from ccd.errors import Conflict, SpecError
 from ccd.spec import load
 from tests.conftest import load_text, run_spec
+from tests.helpers import eventually
 
 HOSTILE = "a  b * $(touch PWNED) `touch PWNED` ' \" ;|& $HOME"
 
@@ -359,19 +361,11 @@ async def test_export_rebuilds_the_same_dag_with_its_state(
 
 
 async def _wait_state(engine: Engine, wf_id: str, job: str, state: str) -> None:
-    import asyncio
-    import time
+    async def reached() -> bool:
+        return {j.name: j.state for j in (await engine.status(wf_id)).jobs}.get(job) == state
 
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        jobs = {j.name: j.state for j in (await engine.status(wf_id)).jobs}
-        if jobs.get(job) == state:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{job} never became {state}")
+    await eventually(reached, f"{job} to be {state}")
 
 
 def _dedent(text: str) -> str:
-    import textwrap
-
     return textwrap.dedent(text)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.daemon_fixture import DaemonProcess, wait_for
+from tests.helpers import wait_for
+from tests.integration.daemon_fixture import DaemonProcess
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ccd.engine import Engine
-from ccd.engine.runs import Limits
+from ccd.engine import Engine, Limits
 from ccd.spec import HostSpec, load
 from ccd.spec.hosts import SlurmOptions
 from tests.conftest import run_spec
