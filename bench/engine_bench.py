@@ -15,6 +15,9 @@ In one run, on the same DAGs and with the same concurrency C (default: the CPU c
 - **asyncio**: the same counters on asyncio's own subprocess API (`create_subprocess_exec`,
   `Process.wait`): what a hand-written Python dispatcher costs, for context.
 
+Then what dynamic workflows cost (`bench/dynamic_bench.py`): outputs per job, on the same
+chain with and without them; and the submit and expansion times of a 10,000-job sweep.
+
 A separate section writes a 100,000-job layered workflow as YAML and, in a fresh subprocess,
 times `ccd.spec.load()` and `submit()` with `Limits(max_jobs=0)` (nothing dispatches), and
 reports that process's peak RSS.
@@ -56,6 +59,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench import dynamic_bench  # noqa: E402
 from ccd import logs  # noqa: E402
 from ccd.engine import Engine, Limits  # noqa: E402
 from ccd.engine.launch import launch_for  # noqa: E402
@@ -819,6 +823,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="SHAPE:N",
         help="cProfile one engine run of SHAPE:N instead of the table",
     )
+    parser.add_argument(
+        "--outputs-jobs",
+        type=int,
+        default=300,
+        help="chain length of the outputs cost section (0: skip it)",
+    )
+    parser.add_argument(
+        "--sweep-jobs",
+        type=int,
+        default=10_000,
+        help="combinations of the sweep section (0: skip it)",
+    )
     parser.add_argument("--load-only", type=Path, metavar="FILE", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     unknown = set(args.shapes) - set(SHAPES)
@@ -882,6 +898,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.load_jobs > 0:
             print()
             print("\n".join(load_section(args.load_jobs, root)), flush=True)
+        if args.outputs_jobs or args.sweep_jobs:  # dynamic workflows: bench/dynamic_bench.py
+            print()
+            lines = dynamic_bench.sections(args.outputs_jobs, args.sweep_jobs, args.repeat, root)
+            print("\n".join(lines), flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -24,6 +24,10 @@ def test_engine_bench_runs_every_runner_on_every_shape(tmp_path: Path) -> None:
         "1",
         "--load-jobs",
         "0",
+        "--outputs-jobs",
+        "5",
+        "--sweep-jobs",
+        "30",
         "--tmp-dir",
         str(tmp_path),
     ]
@@ -39,6 +43,8 @@ def test_engine_bench_runs_every_runner_on_every_shape(tmp_path: Path) -> None:
         engine_s, submit_s, _, bare_s, floor_s = (float(c) for c in cells[2:7])
         assert engine_s > submit_s > 0 and bare_s > 0 and floor_s > 0, cells
         assert float(cells[8]) > 0, cells
+    assert "cost of outputs" in done.stdout  # the dynamic sections ran to their end
+    assert "30 members committed ready" in done.stdout
     assert list(tmp_path.iterdir()) == []  # its scratch tree is removed
 
 
