@@ -73,6 +73,9 @@ class DynamicJobs:
     def _kick(self) -> None:
         raise NotImplementedError
 
+    def _note(self, job: JobRun, reason: str) -> None:
+        raise NotImplementedError
+
     async def _load_stored_id(self, workflow_id: str) -> WorkflowRun:
         raise NotImplementedError
 
@@ -173,7 +176,7 @@ class DynamicJobs:
         )
         run = self.workflows.get(workflow_id) or run
         new = self._new_jobs(run, spec)  # again: the workflow may have grown meanwhile
-        self._grow(run, [with_snapshot(s, snapshots.get(s.name)) for s in new])
+        self._grow(run, [with_snapshot(s, snapshots.get(s.name)) for s in new], "added by request")
         committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def settle() -> None:
@@ -209,10 +212,11 @@ class DynamicJobs:
                 )
         return new
 
-    def _grow(self, run: WorkflowRun, specs: list[JobSpec]) -> None:
+    def _grow(self, run: WorkflowRun, specs: list[JobSpec], reason: str = "added") -> None:
         """Add jobs to a loaded workflow, in memory and (this turn's batch) in the store:
         they are linked to their parents (a matrix member also to its group), then skipped,
-        made ready or left waiting as their parents' states say."""
+        made ready or left waiting as their parents' states say. Each change is announced;
+        a job left waiting is announced with ``reason``, so live views show it at once."""
         if not specs:
             return
         if run.state is not WorkflowState.RUNNING:
@@ -243,6 +247,9 @@ class DynamicJobs:
                 self._transition(job, JobState.SKIPPED, reason)
                 self._skip_descendants(job)
         self._make_ready(added)
+        for job in added:
+            if job.state is JobState.WAITING:
+                self._note(job, reason)
 
     # -- loading ------------------------------------------------------------------------
 

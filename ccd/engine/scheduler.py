@@ -427,7 +427,7 @@ class Scheduler(DynamicJobs):
             self._transition(job, JobState.CANCELLED, why, exit=status)
             self._skip_descendants(job)
         elif status.ok:
-            self._grow(job.wf, emitted)  # first: the workflow is not over while it grows
+            self._grow(job.wf, emitted, f"added by '{job.name}'")  # first: the workflow goes on
             self._transition(job, JobState.SUCCEEDED, exit=status)
             self._release_children(job)
         elif cls in job.spec.retry_on and job.attempts - job.budget_start <= job.spec.retries:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ccd.engine import Engine
+from ccd.engine import Engine, JobEvent
 from ccd.errors import Conflict, SpecError
 from ccd.spec import load
 from tests.conftest import load_text, run_spec
@@ -234,6 +234,8 @@ async def test_jobs_added_to_a_running_workflow(write_workflow, engine_for, tmp_
     engine: Engine = await engine_for(spec)
     wf_id = await engine.submit(spec)
     await _wait_state(engine, wf_id, "bad", "failed")
+    events: list[JobEvent] = []
+    engine.subscribe(events.append)
     fragment = """
         jobs:
           more: {needs: [ok], run: 'echo got ${{ jobs.ok.outputs.k }}'}
@@ -242,6 +244,9 @@ async def test_jobs_added_to_a_running_workflow(write_workflow, engine_for, tmp_
     """
     added = await engine.add_jobs(wf_id, _dedent(fragment), tmp_path / "more.yaml", tmp_path)
     assert added == {"added": ["more", "after_bad", "after_more"], "existing": []}
+    told = {(e.job, e.state, e.reason) for e in events}  # what live views hear, at once
+    assert ("after_more", "waiting", "added by request") in told
+    assert ("after_bad", "skipped", "ancestor 'bad' failed") in told
     again = await engine.add_jobs(wf_id, _dedent(fragment), tmp_path / "more.yaml", tmp_path)
     assert again == {"added": [], "existing": ["more", "after_bad", "after_more"]}
     gate.touch()
