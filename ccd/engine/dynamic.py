@@ -243,8 +243,8 @@ class DynamicJobs:
         for job in added:
             blocked = next((p for p in job.parents if p.state in _BLOCKING), None)
             if blocked is not None and job.state is JobState.WAITING:
-                reason = f"ancestor '{blocked.name}' {blocked.state}"
-                self._transition(job, JobState.SKIPPED, reason)
+                why = f"ancestor '{blocked.name}' {blocked.state}"
+                self._transition(job, JobState.SKIPPED, why)
                 self._skip_descendants(job)
         self._make_ready(added)
         for job in added:
