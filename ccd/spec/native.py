@@ -297,8 +297,16 @@ def _job(
     if options["host"] not in hosts:
         reader.add(fields["host"].line, unknown("unknown host", options["host"], hosts), "host")
     if "resources" in fields:
+        node = fields["resources"]
         fields = dict(fields)
-        fields["resources"], options["resource_refs"] = _resource_refs(fields["resources"])
+        fields["resources"], options["resource_refs"] = _resource_refs(node)
+        rest = fields["resources"]
+        if options["resource_refs"] and isinstance(rest, Map) and not rest.fields:
+            del fields["resources"]  # all of them references: nothing to read now
+        host = hosts.get(options["host"])
+        if options["resource_refs"] and host is not None and host.type != "slurm":
+            message = f"only jobs on a slurm host take resources ('{host.name}' is {host.type})"
+            reader.add(node.line, message, "resources")
     options["resources"] = _resources(reader, fields, d.resources, hosts.get(options["host"]))
     return JobSpec(name=name, kind=kind, run=run, script=script, line=line, **options)
 

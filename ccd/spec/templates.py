@@ -279,7 +279,14 @@ def _axis(key: str, node: Node) -> tuple[str, ...] | str:
     if isinstance(node, Seq):
         if not node.items:
             raise Bad(f"matrix key '{key}' has no values", node.line)
-        return tuple(as_scalar(item, "a value") for item in node.items)
+        values = tuple(as_scalar(item, "a value") for item in node.items)
+        if any("${{" in value for value in values):
+            raise Bad(
+                f"matrix key '{key}': a value in a list cannot hold a reference; give "
+                "one ${{ jobs.NAME.outputs.KEY }} that holds a JSON list",
+                node.line,
+            )
+        return values
     if isinstance(node, Scalar):
         text = node.value.strip()
         refs = refs_in(text) if "${{" in text else []
