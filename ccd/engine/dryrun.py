@@ -38,6 +38,12 @@ async def plan(
     plans = []
     limits_cache: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...]]] = {}
     for job in spec.jobs.values():
+        if job.matrix is not None:  # a sweep's group runs nothing itself
+            note = "a matrix group: runs nothing; succeeds once all its members have"
+            if job.matrix.dynamic:
+                note = "a matrix decided at run time: its members are made once its parents ran"
+            plans.append(JobPlan(job.name, job.host, "(none)", notes=(note,)))
+            continue
         launch = launch_for(job, PLACEHOLDER_ID, 1, runs_root)
         host = spec.hosts.get(job.host)
         if host is None or host.type == "local":  # started by the shepherd, no wrapper

@@ -374,3 +374,21 @@ async def _wait_state(engine: Engine, wf_id: str, job: str, state: str) -> None:
 
 def _dedent(text: str) -> str:
     return textwrap.dedent(text)
+
+
+def test_dry_run_says_a_group_runs_nothing(write_workflow, tmp_path: Path) -> None:
+    path = write_workflow(
+        "jobs:\n  p: {run: 'true'}\n"
+        "  t: {needs: [p], matrix: {n: [1, 2]}, run: 'echo ${{ matrix.n }}'}\n"
+        "  r: {needs: [p], matrix: {n: '${{ jobs.p.outputs.n }}'}, run: 'true'}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "cli", "run", str(path), "--dry-run", "--state-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "== t.n-2 (host local)\n$ sh -c 'echo \"${CCD_MATRIX_n}\"' sh\n" in done.stdout
+    assert "== t (host local)\n$ (none)\n-- a matrix group: runs nothing" in done.stdout
+    assert "-- a matrix decided at run time" in done.stdout
