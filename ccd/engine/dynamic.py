@@ -223,19 +223,14 @@ class DynamicJobs:
             self._set_workflow_state(run, WorkflowState.RUNNING, "jobs added")
             run.done = asyncio.Event()
         growth = self._commit.batch.growth
-        seq = len(run.jobs)
-        added = []
-        for offset, spec in enumerate(specs):
-            job = JobRun(run, spec, JobState.WAITING)
-            run.jobs[spec.name] = job
+        added = [JobRun(run, spec, JobState.WAITING) for spec in specs]
+        for job in added:
+            growth.jobs.append((run.id, len(run.jobs), new_job(job.spec)))
+            run.jobs[job.name] = job
             run.unfinished += 1
-            growth.jobs.append((run.id, seq + offset, new_job(spec)))
-            added.append(job)
         for job in added:
             for parent, child in _links(run, job):
-                parent.children.append(child)
-                child.parents.append(parent)
-                child.waiting_on += parent.state is not JobState.SUCCEEDED
+                _link(parent, child)
                 growth.edges.append((run.id, parent.name, child.name))
         run.spec = replace(
             run.spec, jobs=MappingProxyType({**run.spec.jobs, **{s.name: s for s in specs}})
@@ -243,8 +238,9 @@ class DynamicJobs:
         for job in added:
             blocked = next((p for p in job.parents if p.state in _BLOCKING), None)
             if blocked is not None and job.state is JobState.WAITING:
-                why = f"ancestor '{blocked.name}' {blocked.state}"
-                self._transition(job, JobState.SKIPPED, why)
+                self._transition(
+                    job, JobState.SKIPPED, f"ancestor '{blocked.name}' {blocked.state}"
+                )
                 self._skip_descendants(job)
         self._make_ready(added)
         for job in added:
@@ -258,11 +254,7 @@ class DynamicJobs:
         """Each matrix member is a parent of its group (the group waits for all of them)."""
         for job in run.jobs.values():
             if job.spec.group is not None:
-                group = run.jobs[job.spec.group]
-                group.members.append(job)
-                group.parents.append(job)
-                job.children.append(group)
-                group.waiting_on += job.state is not JobState.SUCCEEDED
+                _link(job, run.jobs[job.spec.group])
 
     async def _load_outputs(self, run: WorkflowRun) -> None:
         """The stored outputs, and the values of jobs that had been resolved (ready or
@@ -286,9 +278,15 @@ def _links(run: WorkflowRun, job: JobRun) -> Iterator[tuple[JobRun, JobRun]]:
     for name in job.spec.needs:
         yield run.jobs[name], job
     if job.spec.group is not None:
-        group = run.jobs[job.spec.group]
-        group.members.append(job)
-        yield job, group
+        yield job, run.jobs[job.spec.group]
+
+
+def _link(parent: JobRun, child: JobRun) -> None:
+    parent.children.append(child)
+    child.parents.append(parent)
+    child.waiting_on += parent.state is not JobState.SUCCEEDED
+    if child.spec.matrix is not None and parent.spec.group == child.name:
+        child.members.append(parent)
 
 
 def _only(spec: WorkflowSpec, jobs: list[JobSpec]) -> WorkflowSpec:
