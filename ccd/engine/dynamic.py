@@ -79,6 +79,12 @@ class DynamicJobs:
     async def _load_stored_id(self, workflow_id: str) -> WorkflowRun:
         raise NotImplementedError
 
+    async def stored_spec(self, workflow_id: str) -> WorkflowSpec:
+        raise NotImplementedError
+
+    def _forget(self, run: WorkflowRun) -> None:
+        raise NotImplementedError
+
     # -- a job's turn to become ready ---------------------------------------------------
 
     def _prepare(self, job: JobRun) -> bool:
@@ -169,13 +175,13 @@ class DynamicJobs:
         runs again); they wait for their parents as any job does, and are skipped if one has
         failed. A job that already exists exactly so is left alone (a repeated request adds
         nothing); one that exists otherwise is a Conflict. Returns once committed."""
-        run = self.workflows.get(workflow_id) or await self._load_stored_id(workflow_id)
-        new = self._new_jobs(run, spec)
+        run = await self._loaded(workflow_id)
+        new = self._new_jobs(run, spec)  # a Conflict here leaves a finished one unloaded
         snapshots = await asyncio.to_thread(
             snapshot_files, self._runs_root / workflow_id, _only(spec, new), f"add{len(run.jobs)}-"
         )
-        run = self.workflows.get(workflow_id) or run
-        new = self._new_jobs(run, spec)  # again: the workflow may have grown meanwhile
+        run = await self._loaded(workflow_id)  # it may have grown, or finished, meanwhile
+        new = self._new_jobs(run, spec)
         self._grow(run, [with_snapshot(s, snapshots.get(s.name)) for s in new], "added by request")
         committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -192,10 +198,22 @@ class DynamicJobs:
             "existing": [n for n in spec.jobs if n not in names],
         }
 
-    async def job_specs(self, workflow_id: str) -> dict[str, JobSpec]:
+    async def job_specs(self, workflow_id: str) -> Mapping[str, JobSpec]:
         """A workflow's jobs as written (what a fragment to add is checked against)."""
-        run = self.workflows.get(workflow_id) or await self._load_stored_id(workflow_id)
-        return dict(run.spec.jobs)
+        run = self.workflows.get(workflow_id)
+        if run is not None:
+            return run.spec.jobs
+        return (await self.stored_spec(workflow_id)).jobs
+
+    async def _loaded(self, workflow_id: str) -> WorkflowRun:
+        """The workflow in memory, loaded from the store if it has finished; a finished one
+        is dropped again once it has settled (by `_forget`) unless it grew meanwhile."""
+        run = self.workflows.get(workflow_id)
+        if run is None:
+            run = await self._load_stored_id(workflow_id)
+            self._commit.after(lambda: self._forget(run))
+            self._kick()
+        return run
 
     @staticmethod
     def _new_jobs(run: WorkflowRun, spec: WorkflowSpec) -> list[JobSpec]:

@@ -284,6 +284,8 @@ async def test_a_clashing_job_name_is_a_conflict(write_workflow, engine_for, tmp
     await engine.wait(wf_id)
     with pytest.raises(Conflict, match="'a' already exists"):
         await engine.add_jobs(wf_id, "jobs:\n  a: {run: 'false'}\n", tmp_path / "f.yaml", tmp_path)
+    # the finished workflow was read back to check the request, and is not kept in memory
+    await eventually(lambda: engine.live_run(wf_id) is None, "the workflow to be dropped again")
 
 
 async def test_adding_to_a_finished_workflow_runs_it_again(write_workflow, engine_for, tmp_path):
