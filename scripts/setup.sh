@@ -3,9 +3,10 @@
 # Chromium for the dashboard's browser tests, which drive it headless, never a browser of their own;
 # systemd for systemd-analyze, which checks the user unit; it installs fine where PID 1 is
 # not systemd; OpenSSH's server and Slurm for the backends' tests), then ccd's Python
-# dependencies at the exact versions of requirements/lock.txt (hash-checked, so a new
-# upstream release cannot change what is installed; scripts/lock.sh refreshes it), then ccd
-# itself, editable. Into the active venv if there is one. Idempotent; run as root (or sudo).
+# dependencies at the exact versions of requirements/lock.txt, every extra included (test,
+# notebook, and examples: scikit-learn and matplotlib for configs/examples/digits);
+# hash-checked, so a new upstream release cannot change what is installed; scripts/lock.sh
+# refreshes it. Then ccd itself, editable. Into the active venv if there is one. Idempotent; run as root (or sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
