@@ -147,11 +147,15 @@ def member(template: JobSpec, name: str, combo: Combination) -> JobSpec:
 
 def needs_resolving(job: JobSpec) -> bool:
     """Whether the job has output references (a cheap test: every job is asked)."""
-    if job.resource_refs:
+    if job.resource_refs or (job.run is not None and "${{" in job.run):
         return True
-    if job.run is not None and "${{" in job.run:
-        return True
-    return any("${{" in arg for arg in job.args) or any("${{" in v for v in job.env.values())
+    for text in job.args:  # loops, not any(): this runs for every job that becomes ready
+        if "${{" in text:
+            return True
+    for text in job.env.values():
+        if "${{" in text:
+            return True
+    return False
 
 
 def resolve(job: JobSpec, outputs_of: OutputsOf) -> JobSpec:
