@@ -149,13 +149,8 @@ def needs_resolving(job: JobSpec) -> bool:
     """Whether the job has output references (a cheap test: every job is asked)."""
     if job.resource_refs or (job.run is not None and "${{" in job.run):
         return True
-    for text in job.args:  # loops, not any(): this runs for every job that becomes ready
-        if "${{" in text:
-            return True
-    for text in job.env.values():
-        if "${{" in text:
-            return True
-    return False
+    # One search of the joined texts, not one per text: every job that becomes ready is asked.
+    return "${{" in "\0".join(job.args) or "${{" in "\0".join(job.env.values())
 
 
 def resolve(job: JobSpec, outputs_of: OutputsOf) -> JobSpec:
