@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import logging
 import shutil
@@ -37,6 +38,9 @@ if str(REPO) not in sys.path:
 
 from ccd import logs  # noqa: E402
 from ccd.engine import Engine, JobEvent, Limits  # noqa: E402
+from ccd.engine.results import collect  # noqa: E402
+from ccd.executors.base import OUTPUTS_NAME, Handle  # noqa: E402
+from ccd.executors.local import LocalExecutor  # noqa: E402
 from ccd.spec import HostSpec, load  # noqa: E402
 
 
@@ -76,13 +80,35 @@ def outputs_section(n: int, repeat: int, root: Path) -> list[str]:
             state = Path(tempfile.mkdtemp(prefix=f"out-{variant}-{r}-", dir=root))
             times[variant].append(asyncio.run(_run_file(path, state)))
     plain, outputs = (statistics.median(times[v]) for v in ("plain", "outputs"))
+    none_us, some_us = asyncio.run(_collect_us(root))
     return [
         f"outputs, chain of {n} sh jobs, median of {repeat} (same run, interleaved):",
         f"  without outputs  {plain:7.3f} s  {plain / n * 1000:6.2f} ms/job",
         f"  with outputs     {outputs:7.3f} s  {outputs / n * 1000:6.2f} ms/job"
         "  (each writes k=1, the next reads it as an argument)",
         f"  cost of outputs  {(outputs - plain) / n * 1000:+6.2f} ms/job",
+        f"  reading a succeeded job's result files, alone: {none_us:.0f} us/job when it wrote"
+        f" none (every job pays this), {some_us:.0f} us/job for 3 outputs",
     ]
+
+
+async def _collect_us(root: Path, n: int = 2000) -> tuple[float, float]:
+    """The engine-side floor of the feature: `collect` on local run dirs, no processes."""
+    executor = LocalExecutor()
+    costs = []
+    for outputs in (b"", b"a=1\nb=two\nc=3.0\n"):
+        handles = []
+        for i in range(n):
+            run_dir = root / "collect" / str(len(outputs)) / str(i)
+            run_dir.mkdir(parents=True)
+            if outputs:
+                (run_dir / OUTPUTS_NAME).write_bytes(outputs)
+            handles.append(Handle("wf", f"j{i}", 1, run_dir, None, "local"))
+        start = time.perf_counter()
+        for handle in handles:
+            await collect(functools.partial(executor.read_file, handle))
+        costs.append((time.perf_counter() - start) / n * 1e6)
+    return costs[0], costs[1]
 
 
 def sweep_yaml(n: int, runtime: bool) -> str:
