@@ -213,19 +213,22 @@ class SlurmExecutor:
 
     async def wait(self, handle: Handle) -> ExitStatus:
         key = _key(handle)
-        if key in self._finished:
-            return self._finished[key]
-        watch = self._watches.get(key)
-        if watch is None:
-            if handle.job_id is None:  # e.g. a handle rebuilt from the store: find the job
-                row = await self._lookup(job_tag(*key))
-                handle = replace(handle, job_id=row.job_id if row else None)
-            watch = self._watch(handle, await self._run_dir(handle))
-        # Shielded: a cancelled waiter must not cancel the watch other waiters share.
-        status = await asyncio.shield(watch.done)
+        if key in self._finished:  # settled before anyone waited: its outputs are still due
+            status = self._finished[key]
+        else:
+            watch = self._watches.get(key)
+            if watch is None:
+                if handle.job_id is None:  # e.g. a handle rebuilt from the store: find the job
+                    row = await self._lookup(job_tag(*key))
+                    handle = replace(handle, job_id=row.job_id if row else None)
+                watch = self._watch(handle, await self._run_dir(handle))
+            # Shielded: a cancelled waiter must not cancel the watch other waiters share.
+            status = await asyncio.shield(watch.done)
         outputs = self._outputs.pop(key, ())
         if status.ok and outputs and self.options.via != "local":
-            problem = await self._fetch_outputs(watch.run_dir, handle.run_dir, outputs)
+            problem = await self._fetch_outputs(
+                await self._run_dir(handle), handle.run_dir, outputs
+            )
             if problem is not None:
                 return replace(status, reason=problem)
         return status
