@@ -203,7 +203,17 @@ def _add_read_routes(app: FastAPI, engine: Engine, started_at: float) -> None:
     async def graph(workflow_id: str) -> dict[str, Any]:
         return {"dot": await engine.graph_dot(workflow_id)}
 
-    @app.get("/workflows/{workflow_id}/export", response_model=None, responses=errors(404))
+    @app.get(
+        "/workflows/{workflow_id}/export",
+        response_model=None,
+        responses={
+            200: {
+                "content": {"application/yaml": {}, "application/json": {}},
+                "description": "A workflow file (yaml), or the jobs with their state (json)",
+            },
+            **errors(404),
+        },
+    )
     async def export(
         workflow_id: str, format: str = Query("yaml", pattern="^(yaml|json)$")
     ) -> Response | dict[str, Any]:
