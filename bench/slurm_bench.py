@@ -1,8 +1,18 @@
-"""Slurm load of ccd's batched polling against per-job polling, measured in the same run.
+"""Slurm: job arrays against one sbatch per job, and batched polling against per-job polling,
+each measured against its baseline in the same run.
 
-Submits N short jobs (``sleep 1``) through `SlurmExecutor`, held (``--hold``) so that all N
-are in flight at once; lets a few poll rounds pass; releases them with one ``scontrol release``
-and waits for all of them. Twice:
+**Arrays** (the default section, ``--section arrays``): a fan of N independent jobs (``true``)
+to one Slurm host, run to the end through the real engine (store, scheduler, executor), twice:
+with arrays (the default: one moment's ready jobs go out as one ``sbatch --array``) and with
+``arrays: false`` (one ``sbatch`` per job; ``max_jobs`` N, so that both keep all N in Slurm at
+once). For each: ``sbatch`` calls, status queries (``squeue``, ``sacct``), slurmctld's
+RPCs from ``sdiag``, wall time from submit to all-done, and ccd's CPU: the engine's process
+(event loop, SQLite) and the Slurm commands it ran (its children). Targets: at most 1 sbatch
+per 100 ready jobs, and faster to all-done than one sbatch per job.
+
+**Polling** (``--section polling``): submits N short jobs (``sleep 1``) through
+`SlurmExecutor`, held (``--hold``) so that all N are in flight at once; lets a few poll rounds
+pass; releases them with one ``scontrol release`` and waits for all of them. Twice:
 
 - **ccd**: the executor as shipped: each poll round reads the status files (one ``sh``, not
   a Slurm command), then ONE ``squeue -j id,id,...`` for the jobs without a clean exit
@@ -15,8 +25,9 @@ For each it counts the Slurm commands issued (per round and in total) and the RP
 saw, by message type, from ``sdiag`` before and after (run it on a quiet cluster: sdiag counts
 everything, including slurmd's own messages such as REQUEST_COMPLETE_BATCH_SCRIPT).
 
-    python bench/slurm_bench.py                 # 300 jobs on the cluster as it is (slow
-                                                # with 2 CPUs: ~2 jobs/s)
+    python bench/slurm_bench.py                 # arrays: a 500-job fan, with and without
+    python bench/slurm_bench.py --section polling --jobs 300   # polling (slow with 2 CPUs:
+                                                # ~2 jobs/s)
     python bench/slurm_bench.py --cpus 32       # first restart the test cluster with 32 CPUs
                                                 # (scripts/infra/slurm-up.sh, SLURM_UP_CPUS)
 
@@ -28,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import secrets
 import subprocess
 import sys
@@ -40,10 +52,13 @@ from pathlib import Path
 
 import structlog
 
+from ccd.engine import Engine
+from ccd.engine.runs import Limits
 from ccd.executors.base import Launch
 from ccd.executors.shell import LocalShell
 from ccd.executors.slurm import SlurmExecutor
 from ccd.executors.slurm_parse import JobRow, parse_sdiag_rpcs
+from ccd.spec import HostSpec, JobSpec, WorkflowSpec
 from ccd.spec.hosts import Resources, SlurmOptions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -164,6 +179,122 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class FanResult:
+    label: str
+    jobs: int
+    ok: int
+    wall_s: float
+    sbatch: int
+    arrays: int
+    squeue: int
+    sacct: int
+    engine_cpu_s: float
+    commands_cpu_s: float
+    rpcs: Counter[str]
+
+
+async def fan_phase(label: str, arrays: bool, n: int, args: argparse.Namespace) -> FanResult:
+    """N independent jobs through the engine to one Slurm host, to the end."""
+    options = SlurmOptions(
+        poll_interval_s=args.max_interval,
+        poll_interval_min_s=args.min_interval,
+        arrays=arrays,
+        max_queued=n,
+    )
+    host = HostSpec("hpc", "slurm", max_jobs=None if arrays else n, options=options)
+    hosts = {"local": HostSpec("local", "local"), "hpc": host}
+    with tempfile.TemporaryDirectory(prefix="ccd-slurm-fan-") as tmp:
+        root = Path(tmp)
+        jobs = {f"j{i}": JobSpec(f"j{i}", "shell", run="true", host="hpc") for i in range(n)}
+        spec = WorkflowSpec("fan", root / "wf.yaml", root, jobs, hosts)
+        engine = await Engine.open(root / "state", hosts, Limits())
+        before_rpcs, before = (
+            sdiag(),
+            (
+                resource.getrusage(resource.RUSAGE_SELF),
+                resource.getrusage(resource.RUSAGE_CHILDREN),
+            ),
+        )
+        t0 = time.monotonic()
+        try:
+            wf = await engine.scheduler.submit(spec)
+            await engine.scheduler.wait(wf)
+            wall_s = time.monotonic() - t0
+            after = (
+                resource.getrusage(resource.RUSAGE_SELF),
+                resource.getrusage(resource.RUSAGE_CHILDREN),
+            )
+            status = await engine.status(wf)
+            executor = engine._executors["hpc"]
+            assert isinstance(executor, SlurmExecutor)
+            counts = Counter(executor.command_counts)
+            arrays_made = executor.submit_queue.arrays
+        finally:
+            await engine.close()
+    rpcs = sdiag()
+    rpcs.subtract(before_rpcs)
+    return FanResult(
+        label,
+        n,
+        sum(j.state.value == "succeeded" for j in status.jobs),
+        wall_s,
+        counts["sbatch"],
+        arrays_made,
+        counts["squeue"],
+        counts["sacct"],
+        _cpu_s(after[0]) - _cpu_s(before[0]),
+        _cpu_s(after[1]) - _cpu_s(before[1]),
+        +rpcs,
+    )
+
+
+def _cpu_s(usage: resource.struct_rusage) -> float:
+    return usage.ru_utime + usage.ru_stime
+
+
+def fan_table(results: list[FanResult]) -> str:
+    def row(name: str, *cells: object) -> str:
+        return f"| {name} | " + " | ".join(str(c) for c in cells) + " |"
+
+    lines = [row("", *(r.label for r in results)), "|---|" + "---:|" * len(results)]
+    lines.append(row("jobs (succeeded)", *(f"{r.jobs} ({r.ok})" for r in results)))
+    lines.append(row("`sbatch` calls (arrays)", *(f"{r.sbatch} ({r.arrays})" for r in results)))
+    lines.append(
+        row("ready jobs per sbatch", *(f"{r.jobs / max(r.sbatch, 1):.0f}" for r in results))
+    )
+    lines.append(
+        row("status queries: `squeue` / `sacct`", *(f"{r.squeue} / {r.sacct}" for r in results))
+    )
+    lines.append(row("wall time to all-done, s", *(f"{r.wall_s:.1f}" for r in results)))
+    lines.append(row("ccd CPU: engine process, s", *(f"{r.engine_cpu_s:.2f}" for r in results)))
+    lines.append(
+        row("ccd CPU: its Slurm commands, s", *(f"{r.commands_cpu_s:.2f}" for r in results))
+    )
+    lines.append(row("slurmctld RPCs, all types", *(r.rpcs.total() for r in results)))
+    for kind in ("REQUEST_SUBMIT_BATCH_JOB", "REQUEST_JOB_INFO", "REQUEST_CANCEL_JOB_STEP"):
+        lines.append(row(f"RPC {kind}", *(r.rpcs[kind] for r in results)))
+    return "\n".join(lines)
+
+
+async def arrays_section(args: argparse.Namespace) -> None:
+    results = [
+        await fan_phase("arrays", True, args.jobs, args),
+        await fan_phase("one sbatch per job", False, args.jobs, args),
+    ]
+    print(
+        f"\n{args.jobs}-job fan (`true`) to one Slurm host through the engine, to the end; "
+        f"poll interval {args.min_interval}-{args.max_interval} s (adaptive)\n"
+    )
+    print(fan_table(results))
+    arrays, single = results
+    print(
+        f"\ntargets: <= 1 sbatch per 100 ready jobs: {arrays.sbatch * 100 <= arrays.jobs} "
+        f"({arrays.sbatch} for {arrays.jobs}); faster to all-done than one sbatch per job: "
+        f"{arrays.wall_s < single.wall_s} ({arrays.wall_s:.1f} s vs {single.wall_s:.1f} s)"
+    )
+
+
 def restart_cluster(cpus: int) -> None:
     env = dict(os.environ, SLURM_UP_CPUS=str(cpus))
     print(f"restarting the test cluster with SLURM_UP_CPUS={cpus} ...", file=sys.stderr)
@@ -177,10 +308,18 @@ def restart_cluster(cpus: int) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
+    if args.section in ("arrays", "all"):
+        await arrays_section(args)
+    if args.section in ("polling", "all"):
+        await polling_section(args)
+
+
+async def polling_section(args: argparse.Namespace) -> None:
     options = SlurmOptions(
         poll_interval_s=args.max_interval,
         poll_interval_min_s=args.min_interval,
         resources=Resources(sbatch_args=("--hold",)),
+        arrays=False,  # one job per sbatch: this section is about polling
     )
     phases = (("ccd (batched)", SlurmExecutor), ("per-job baseline", PerJobPollingExecutor))
     with tempfile.TemporaryDirectory(prefix="ccd-slurm-bench-") as tmp:
@@ -199,7 +338,8 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=300)
+    parser.add_argument("--section", choices=("arrays", "polling", "all"), default="arrays")
+    parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--cpus", type=int, help="restart the test cluster with this many CPUs")
     parser.add_argument("--min-interval", type=float, default=0.5)
     parser.add_argument("--max-interval", type=float, default=5.0)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from ccd.errors import TransitionError
+from ccd.usage import Usage
 
 
 class JobState(StrEnum):
@@ -93,6 +94,8 @@ class ExitStatus:
     # When it ended, where a record says (one read after a restart); else when we learnt it.
     # Not part of what the status is: equal statuses may have ended at different times.
     ended_at: float | None = field(default=None, compare=False)
+    # What the attempt used, where its backend could tell (None: nothing known).
+    usage: Usage | None = field(default=None, compare=False)
 
     @property
     def ok(self) -> bool:

@@ -125,8 +125,15 @@ def list_(ctx: click.Context, as_json: bool) -> None:
 @click.argument("workflow_id", required=False)
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--watch", is_flag=True, help="Redraw until the workflow ends.")
+@click.option(
+    "--usage",
+    is_flag=True,
+    help="What each job used (wall, CPU, peak memory) against what it asked for.",
+)
 @click.pass_context
-def status(ctx: click.Context, workflow_id: str | None, as_json: bool, watch: bool) -> None:
+def status(
+    ctx: click.Context, workflow_id: str | None, as_json: bool, watch: bool, usage: bool
+) -> None:
     """A workflow's jobs (the newest workflow if no id is given)."""
     client = client_of(ctx)
     if workflow_id is None:
@@ -141,7 +148,7 @@ def status(ctx: click.Context, workflow_id: str | None, as_json: bool, watch: bo
     if as_json:
         echo_json(result)
     elif not watch:
-        click.echo(render.summary(result))
+        click.echo(render.summary(result, usage=usage))
 
 
 def _watch(client: Client, wf_id: str) -> None:

@@ -12,6 +12,17 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
+from ccd.usage import (
+    Usage,
+    cpu_hours,
+    format_bytes,
+    format_seconds,
+    format_share,
+    oversized,
+    request_of,
+    usage_of,
+)
+
 STATE_ORDER = (
     "running",
     "submitted",
@@ -34,14 +45,7 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     )
 
 
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.2f}s" if seconds < 10 else f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+duration = format_seconds  # a duration as the tables show it: 1.50s, 12.5s, 3m05s, 2h10m
 
 
 def exit_text(job: Mapping[str, Any]) -> str:
@@ -51,9 +55,16 @@ def exit_text(job: Mapping[str, Any]) -> str:
     return "-" if code is None else str(code)
 
 
-def summary(status: Mapping[str, Any]) -> str:
-    """The table printed when a run ends: job, state, exit code, attempts, duration."""
-    wf = status["workflow"]
+def summary(status: Mapping[str, Any], *, usage: bool = False) -> str:
+    """The table printed when a run ends: job, state, exit code, attempts, duration; with
+    ``usage``, what each job used against what it asked for instead. Then the workflow's
+    line, and what the jobs used in all (where known)."""
+    text = _jobs_summary(status) if not usage else usage_table(status) + _workflow_line(status)
+    spent = usage_summary(status)
+    return f"{text}\n{spent}" if spent else text
+
+
+def _jobs_summary(status: Mapping[str, Any]) -> str:
     rows = [
         (
             j["name"],
@@ -66,14 +77,17 @@ def summary(status: Mapping[str, Any]) -> str:
         for j in status["jobs"]
     ]
     body = table(("JOB", "STATE", "EXIT", "ATTEMPTS", "DURATION", "REASON"), rows)
+    return body + _workflow_line(status)
+
+
+def _workflow_line(status: Mapping[str, Any]) -> str:
+    wf = status["workflow"]
     hosts = "".join(
         f"\nhost {name}: {h['state']}" + (f" ({h['reason']})" if h.get("reason") else "")
         for name, h in status.get("hosts", {}).items()
         if h["state"] != "ok"
     )
-    return (
-        f"{body}\n\nworkflow {wf['id']} ({wf['name']}): {wf['state']}  {counts_line(status)}{hosts}"
-    )
+    return f"\n\nworkflow {wf['id']} ({wf['name']}): {wf['state']}  {counts_line(status)}{hosts}"
 
 
 def counts_line(status: Mapping[str, Any]) -> str:
@@ -134,3 +148,62 @@ class LiveView:
         if len(jobs) > room:
             body.append(f"... and {len(jobs) - room} more")
         return [line[: cols - 1] for line in [header, *body]]
+
+
+def usage_table(status: Mapping[str, Any]) -> str:
+    """What each job's latest attempt used against what it asked for, with seff's shares:
+    CPU (of wall time x CPUs), memory (peak of the request) and time (of the limit)."""
+    rows = []
+    for j in status["jobs"]:
+        usage, eff = _usage_of(j), j.get("efficiency") or {}
+        rows.append(
+            (
+                j["name"],
+                j["state"],
+                format_seconds(usage.wall_s),
+                format_seconds(usage.cpu_s),
+                format_share(eff.get("cpu")),
+                format_bytes(usage.max_rss_bytes),
+                format_share(eff.get("mem")),
+                format_share(eff.get("time")),
+                _asked(j.get("request")),
+            )
+        )
+    headers = ("JOB", "STATE", "WALL", "CPU", "CPU%", "MAXRSS", "MEM%", "TIME%", "ASKED")
+    return table(headers, rows)
+
+
+def usage_summary(status: Mapping[str, Any], most: int = 5) -> str | None:
+    """One line for the end of a run: the CPU hours used, and the jobs that asked for far
+    more than they used (None if no job has figures)."""
+    jobs = [j for j in status["jobs"] if j.get("usage")]
+    if not jobs:
+        return None
+    hours = cpu_hours(_usage_of(j) for j in jobs)
+    line = f"used {hours:.3g} CPU hours over {len(jobs)} jobs"
+    wasteful = [
+        f"{j['name']} ({'; '.join(found)})"
+        for j in jobs
+        if (found := oversized(_usage_of(j), request_of(j.get("request"))))
+    ]
+    if wasteful:
+        more = f"; and {len(wasteful) - most} more" if len(wasteful) > most else ""
+        line += f"; asked for far more than used: {'; '.join(wasteful[:most])}{more}"
+    return line
+
+
+def _usage_of(job: Mapping[str, Any]) -> Usage:
+    return usage_of(job.get("usage")) or Usage()
+
+
+def _asked(request: Mapping[str, Any] | None) -> str:
+    if not request:
+        return "-"
+    parts = []
+    if request.get("cpus") is not None:
+        parts.append(f"{request['cpus']} cpu")
+    if request.get("mem_bytes") is not None:
+        parts.append(format_bytes(request["mem_bytes"]))
+    if request.get("time_s") is not None:
+        parts.append(format_seconds(request["time_s"]))
+    return ", ".join(parts) or "-"

@@ -57,6 +57,7 @@ async def _run(
             stop.cancels(engine, wf_id)
             async with _report(engine, wf_id, live, quiet), _watch_hosts(engine, spec):
                 await engine.wait(wf_id)
+            await engine.usage_settled()
             status = (await engine.status(wf_id)).to_json()
         finally:
             await engine.close()

@@ -13,15 +13,28 @@ from pathlib import Path
 from typing import Any
 
 from ccd import paths
-from ccd.engine import export, reads
+from ccd.engine import accounting, export, reads
+from ccd.engine.notify import Notifier, Occasion
 from ccd.engine.runs import JobEvent, WorkflowRun
 from ccd.engine.scheduler import Scheduler
-from ccd.engine.store import AttemptRecord, EventRecord, JobRecord, Store, WorkflowRecord
+from ccd.engine.store import (
+    AttemptRecord,
+    EventRecord,
+    JobRecord,
+    Store,
+    UsageRecord,
+    WorkflowRecord,
+)
 from ccd.errors import Conflict, NotFound, Problem, SpecError
-from ccd.executors.base import Executor, Handle, HostHealth, backend_class
+from ccd.executors.base import Executor, Handle, HostHealth, ReportsUsage, backend_class
 from ccd.models import JobState, Limits, WorkflowState
 from ccd.spec import LOCAL_HOST as LOCAL
 from ccd.spec import HostSpec, JobSpec, WorkflowSpec, dag, parse
+from ccd.spec.hosts import SlurmOptions
+from ccd.spec.notify import JOB_FAILED, WORKFLOW_ENDS, NotifySpec, spec_of_json
+
+# How long `ccctl run` waits, after the end, for a cluster's accounting of its last jobs.
+USAGE_SETTLE_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +51,7 @@ class JobStatus:
     started_at: float | None
     ended_at: float | None
     outputs: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    usage: UsageRecord | None = None  # of its latest attempt
 
     @property
     def duration_s(self) -> float | None:
@@ -73,6 +87,7 @@ class WorkflowStatus:
                     "host": j.host,
                     "duration_s": j.duration_s,
                     "outputs": dict(j.outputs),
+                    **accounting.usage_json(j.usage),
                 }
                 for j in self.jobs
             ],
@@ -100,16 +115,26 @@ class Engine:
         scheduler: Scheduler,
         executors: dict[str, Executor],
         hosts: Mapping[str, HostSpec],
+        notify: Sequence[NotifySpec] = (),
     ) -> None:
         self.store = store
         self.scheduler = scheduler
         self._executors = executors
         self.hosts = dict(hosts)
+        self.notifier = Notifier(notify, self._notify_context)
+        scheduler.subscribe(self._maybe_notify)
 
     @classmethod
     async def open(
-        cls, state_dir: Path, hosts: Mapping[str, HostSpec], limits: Limits | None = None
+        cls,
+        state_dir: Path,
+        hosts: Mapping[str, HostSpec],
+        limits: Limits | None = None,
+        *,
+        notify: Sequence[NotifySpec] = (),
     ) -> Engine:
+        """The engine over ``state_dir``; ``notify``: notifiers for every workflow (the
+        daemon's config), besides each workflow's own."""
         paths.prepare_state_dir(state_dir)
         store = await Store.open(state_dir / paths.DB_NAME)
         executors = make_executors(hosts)
@@ -121,13 +146,21 @@ class Engine:
             host_max_jobs=_host_max_jobs(hosts),
             batch_hosts=_batch_hosts(hosts),
         )
-        engine = cls(store, scheduler, executors, hosts)
+        engine = cls(store, scheduler, executors, hosts, notify)
         scheduler.parse_fragment = engine.parse_fragment
         return engine
 
-    def reload(self, hosts: Mapping[str, HostSpec], limits: Limits) -> None:
-        """Apply a new config: new hosts become usable, limits apply from the next dispatch.
-        Hosts in use are kept (their jobs are running)."""
+    def reload(
+        self,
+        hosts: Mapping[str, HostSpec],
+        limits: Limits,
+        notify: Sequence[NotifySpec] | None = None,
+    ) -> None:
+        """Apply a new config: new hosts become usable, limits apply from the next dispatch,
+        notifiers from the next notification. Hosts in use are kept (their jobs are
+        running)."""
+        if notify is not None:
+            self.notifier.defaults = tuple(notify)
         new = {name: host for name, host in hosts.items() if name not in self._executors}
         added = make_executors(new, self._executors)
         self._executors.update(added)
@@ -290,7 +323,33 @@ class Engine:
             return dag.to_dot(run.spec, states, progress)
         return dag.to_dot(await self.scheduler.stored_spec(workflow_id), states, progress)
 
+    async def usage_settled(self, timeout_s: float = USAGE_SETTLE_S) -> None:
+        """Wait (at most ``timeout_s``) for batch systems to tell what the ended attempts
+        used: their accounting comes after the end, and a run about to exit wants it."""
+        waits = [
+            e.usage_settled(timeout_s)
+            for e in self._executors.values()
+            if isinstance(e, ReportsUsage)
+        ]
+        await asyncio.gather(*waits)
+        await self.scheduler.committed()
+
+    def _maybe_notify(self, event: JobEvent) -> None:
+        """A committed change a notifier may want to hear of: a workflow's end, a job's
+        failure. Sent in the background: a notifier never holds up the scheduler."""
+        if event.job is None and event.state in WORKFLOW_ENDS:
+            self.notifier.tell(Occasion(event.workflow_id, event.state, at=event.at))
+        elif event.job is not None and event.state == JobState.FAILED:
+            self.notifier.tell(Occasion(event.workflow_id, JOB_FAILED, event.job, event.at))
+
+    async def _notify_context(
+        self, workflow_id: str
+    ) -> tuple[Sequence[NotifySpec], Mapping[str, Any]]:
+        own = [spec_of_json(data) for data in await self.store.get_notify(workflow_id)]
+        return own, (await self.status(workflow_id)).to_json()
+
     async def close(self) -> None:
+        await self.notifier.close()  # each one bounded by its timeout
         try:
             await self.scheduler.close()
             for executor in self._executors.values():
@@ -302,13 +361,17 @@ class Engine:
         wf = await self.store.get_workflow(workflow_id)
         jobs = await self.store.list_jobs(workflow_id)
         outputs = await self.store.list_outputs(workflow_id)
+        usage = await self.store.list_usage(workflow_id)
         return WorkflowStatus(
             id=wf.id,
             name=wf.name,
             state=wf.state,
             created_at=wf.created_at,
             updated_at=wf.updated_at,
-            jobs=[_job_status(j, outputs.get(j.name, {})) for j in jobs],
+            jobs=[
+                _job_status(j, outputs.get(j.name, {}), usage.get((j.name, j.attempts)))
+                for j in jobs
+            ],
             hosts={host: self.host_health(host) for host in sorted({j.host for j in jobs})},
         )
 
@@ -362,7 +425,16 @@ def _batch_hosts(hosts: Mapping[str, HostSpec]) -> set[str]:
 
 
 def _host_max_jobs(hosts: Mapping[str, HostSpec]) -> dict[str, int]:
-    return {name: host.max_jobs for name, host in hosts.items() if host.max_jobs is not None}
+    return {name: cap for name, host in hosts.items() if (cap := _in_flight_cap(host)) is not None}
+
+
+def _in_flight_cap(host: HostSpec) -> int | None:
+    """How many of a host's jobs may be in flight at once: its max_jobs; but on a Slurm host
+    with arrays, max_jobs is each array's %N (how many of its elements run at once) and
+    max_queued caps how many are in Slurm."""
+    if isinstance(host.options, SlurmOptions) and host.options.arrays:
+        return host.options.max_queued
+    return host.max_jobs
 
 
 def make_executors(
@@ -382,7 +454,7 @@ def _row_status(row: reads.JobRow) -> JobStatus:
     return JobStatus(row.name, _STATES[row.state], *row[2:])
 
 
-def _job_status(j: JobRecord, outputs: Mapping[str, str]) -> JobStatus:
+def _job_status(j: JobRecord, outputs: Mapping[str, str], usage: UsageRecord | None) -> JobStatus:
     return JobStatus(
         name=j.name,
         state=j.state,
@@ -396,6 +468,7 @@ def _job_status(j: JobRecord, outputs: Mapping[str, str]) -> JobStatus:
         started_at=j.started_at,
         ended_at=j.ended_at,
         outputs=outputs,
+        usage=usage,
     )
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from ccd.engine.accounting import escalated
 from ccd.engine.store import JobRecord, NewJob, WorkflowRecord
 from ccd.executors.base import Launch
 from ccd.spec import JobSpec, WorkflowSpec
@@ -141,16 +142,25 @@ _DECODE = {key: decode for key, _, _, decode in _STORED}
 
 
 def launch_for(
-    spec: JobSpec, wf_id: str, attempt: int, runs_root: Path, *, retries_so_far: int = 0
+    spec: JobSpec,
+    wf_id: str,
+    attempt: int,
+    runs_root: Path,
+    *,
+    retries_so_far: int = 0,
+    oom_mem_kib: int | None = None,
 ) -> Launch:
     """What an executor needs to start ``attempt`` of a job. After ``retries_so_far``
-    failed attempts, its resources are escalated by ``on_retry`` that many times."""
+    failed attempts, its resources are escalated by ``on_retry`` that many times; after
+    one that ran out of ``oom_mem_kib`` of memory, from that figure (see `accounting`)."""
     run_dir = runs_root.joinpath(wf_id, spec.name, str(attempt))  # one parse, not three
     script = spec.script if spec.script is not None else run_dir / INLINE_SCRIPT
     resources = spec.resources
     if resources is not None and spec.on_retry and retries_so_far:
         factors = {k: v**retries_so_far for k, v in spec.on_retry.items()}
         resources = resources.scaled(factors)
+    if retries_so_far:
+        resources = escalated(resources, spec.on_retry, oom_mem_kib)
     return Launch(
         workflow_id=wf_id,
         job=spec.name,

@@ -42,6 +42,7 @@ class JobRun:
     cancel_reason: str | None = None  # why its running attempt was asked to stop
     outputs: Mapping[str, str] | None = None  # what it handed on when it succeeded
     members: list[JobRun] = field(default_factory=list)  # a matrix group's
+    oom_mem_kib: int | None = None  # memory its last attempt had when it ran out of it
 
     @property
     def name(self) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import structlog
 
+from ccd.engine import accounting
 from ccd.engine.attempts import Attempt, AttemptRunner
 from ccd.engine.commit import Committer
 from ccd.engine.dynamic import DynamicJobs
@@ -40,12 +41,13 @@ from ccd.engine.store import (
     ProgressUpdate,
     Store,
     Transition,
+    UsageRecord,
     WorkflowChange,
     WorkflowRecord,
     new_workflow_id,
 )
 from ccd.errors import Conflict, NotFound
-from ccd.executors.base import Executor, Handle
+from ccd.executors.base import Executor, Handle, ReportsUsage
 from ccd.memory import gc_paused
 from ccd.models import (
     IN_FLIGHT,
@@ -61,6 +63,7 @@ from ccd.models import (
     workflow_state,
 )
 from ccd.spec import JobSpec, WorkflowSpec
+from ccd.usage import Request, Usage
 
 log = structlog.get_logger("ccd.scheduler")
 
@@ -145,6 +148,7 @@ class Scheduler(DynamicJobs):
             ),
             (new_job(job) for job in jobs),  # each row made as it is written
             spec.iter_edges(),
+            [notifier.to_json() for notifier in spec.notify],
         )
         with gc_paused():
             run = self._load(wf_id, spec, fail_fast, [(job, JobState.WAITING, 0) for job in jobs])
@@ -162,9 +166,11 @@ class Scheduler(DynamicJobs):
         return run.state
 
     def adopt(self, executors: Iterable[Executor]) -> None:
-        """Listen to executors' news (queued jobs' states, host health)."""
+        """Listen to executors' news (queued jobs' states, host health, late usage)."""
         for executor in executors:
             executor.listen(self._on_executor_state, self._kick)
+            if isinstance(executor, ReportsUsage):
+                executor.listen_usage(self._on_usage)
 
     def running_count(self) -> int:
         return self._running_total
@@ -173,6 +179,10 @@ class Scheduler(DynamicJobs):
         self.limits = limits
         self._runner.set_pacing(limits.kill_grace_s, limits.progress_interval_s)
         self._kick()
+
+    async def committed(self) -> None:
+        """Return once every change made so far (late usage figures too) is committed."""
+        await self._commit.settled.wait()
 
     async def recover(self) -> None:
         """Load every unfinished workflow from the store; re-attach to running attempts."""
@@ -419,6 +429,7 @@ class Scheduler(DynamicJobs):
         self._release_slot(job)
         status, emitted = self._take_results(job, attempt, status)
         self._commit.batch.attempts.append(self._attempt_record(job, attempt, status))
+        self._record_usage(job, attempt, status)
         cls = failure_class(status)
         if cls == "cancelled":  # by us, or by someone else (e.g. scancel)
             ours = attempt is not None and attempt.kill_reason == "cancelled"
@@ -515,6 +526,7 @@ class Scheduler(DynamicJobs):
             job.attempts,
             self._runs_root,
             retries_so_far=max(0, job.attempts - job.budget_start - 1),
+            oom_mem_kib=job.oom_mem_kib,
         )
         attempt = Attempt(
             launch,
@@ -577,6 +589,29 @@ class Scheduler(DynamicJobs):
             if job.attempt is None or job.attempt.kill_reason is None:  # else: cancel requested
                 self._note(job, reason)
         self._kick()
+
+    def _record_usage(self, job: JobRun, attempt: Attempt | None, status: ExitStatus) -> None:
+        """What the ended attempt used (as far as known now), and, if it ran out of memory,
+        how much it had: its retry escalates from there."""
+        launch = attempt.launch if attempt is not None else None
+        record = accounting.record_of(
+            job.wf.id, job.name, job.attempts, status, launch, job.spec.timeout_s
+        )
+        if record is not None:
+            self._commit.batch.usage.append(record)
+        job.oom_mem_kib = accounting.oom_mem_kib(status, record) or job.oom_mem_kib
+
+    def _on_usage(self, handle: Handle, usage: Usage, request: Request | None) -> None:
+        """A batch system's late word on what an ended attempt used and was given."""
+        self._commit.batch.usage.append(
+            UsageRecord(handle.workflow_id, handle.job, handle.attempt, usage, request)
+        )
+        run = self.workflows.get(handle.workflow_id)
+        job = run.jobs.get(handle.job) if run else None
+        if job is not None and job.oom_mem_kib is not None and job.attempts == handle.attempt:
+            known = max(usage.max_rss_bytes or 0, (request.mem_bytes or 0) if request else 0)
+            job.oom_mem_kib = max(job.oom_mem_kib, -(-known // 1024))
+        self._commit.schedule()
 
     def _note(self, job: JobRun, reason: str) -> None:
         """Record why a job is in its state, without changing it."""

@@ -23,6 +23,7 @@ import aiosqlite
 
 from ccd.errors import NotFound, StoreError
 from ccd.models import TERMINAL, JobState, WorkflowState
+from ccd.usage import Request, Usage
 
 # Two tables only written while a workflow runs, kept for their readers: `edges` for export
 # (`list_edges`) and the web view's graph of a stored workflow; `events`, every committed
@@ -116,6 +117,28 @@ CREATE INDEX events_by_workflow ON events(workflow_id, id);
 
 T = TypeVar("T")
 
+# What each attempt used and asked for (issue 16: the request as the backend knew it, which
+# for Slurm is what sacct reports as allocated); a workflow's own notify settings, which a
+# daemon restarted before the workflow ends must still know.
+_USAGE_AND_NOTIFY = """
+CREATE TABLE usage (
+    workflow_id   TEXT NOT NULL REFERENCES workflows(id) ON DELETE CASCADE,
+    job           TEXT NOT NULL,
+    attempt       INTEGER NOT NULL,
+    wall_s        REAL,
+    cpu_s         REAL,
+    max_rss_bytes INTEGER,
+    req_cpus      INTEGER,
+    req_mem_bytes INTEGER,
+    req_time_s    REAL,
+    PRIMARY KEY (workflow_id, job, attempt)
+) WITHOUT ROWID;
+CREATE TABLE notify (
+    workflow_id TEXT PRIMARY KEY REFERENCES workflows(id) ON DELETE CASCADE,
+    spec        TEXT NOT NULL               -- JSON: a list of the file's notifiers
+) WITHOUT ROWID;
+"""
+
 # Set on every connection.
 PRAGMAS = (
     "PRAGMA journal_mode=WAL",
@@ -138,7 +161,13 @@ CREATE TABLE outputs (
 """
 
 # MIGRATIONS[i] takes the schema from version i to i + 1. Append, never edit.
-MIGRATIONS: list[str] = [_SCHEMA_V1, _DROP_JOBS_UNFINISHED, _EVENTS_AUTOINCREMENT, _OUTPUTS]
+MIGRATIONS: list[str] = [
+    _SCHEMA_V1,
+    _DROP_JOBS_UNFINISHED,
+    _EVENTS_AUTOINCREMENT,
+    _OUTPUTS,
+    _USAGE_AND_NOTIFY,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -253,6 +282,18 @@ class EventRecord:
     reason: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """What one attempt used and asked for; a later record of it fills in what an earlier
+    one did not know (Slurm's accounting comes after the end)."""
+
+    workflow_id: str
+    job: str
+    attempt: int
+    usage: Usage
+    request: Request | None = None
+
+
 @dataclass(slots=True)
 class Batch:
     """Everything one turn of the scheduler changed; committed as one transaction."""
@@ -263,6 +304,7 @@ class Batch:
     workflows: list[WorkflowChange] = field(default_factory=list)
     notes: list[JobNote] = field(default_factory=list)
     growth: Growth = field(default_factory=lambda: Growth())
+    usage: list[UsageRecord] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(
@@ -272,6 +314,7 @@ class Batch:
             or self.workflows
             or self.notes
             or self.growth
+            or self.usage
         )
 
     def extend(self, later: Batch) -> None:
@@ -282,6 +325,7 @@ class Batch:
         self.workflows += later.workflows
         self.notes += later.notes
         self.growth.extend(later.growth)
+        self.usage += later.usage
 
 
 @dataclass(slots=True)
@@ -374,10 +418,14 @@ class Store:
     # -- writes ---------------------------------------------------------------------------
 
     async def put_workflow(
-        self, wf: WorkflowRecord, jobs: Iterable[NewJob], edges: Iterable[tuple[str, str]]
+        self,
+        wf: WorkflowRecord,
+        jobs: Iterable[NewJob],
+        edges: Iterable[tuple[str, str]],
+        notify: Sequence[dict[str, Any]] = (),
     ) -> None:
-        """Insert a workflow with all its jobs and edges, atomically."""
-        await self._in_thread(_insert_workflow, wf, jobs, edges)
+        """Insert a workflow with all its jobs, edges and notifiers, atomically."""
+        await self._in_thread(_insert_workflow, wf, jobs, edges, notify)
 
     async def apply(self, batch: Batch) -> None:
         """Commit one turn's changes in one transaction."""
@@ -439,6 +487,18 @@ class Store:
         async with self._conn.execute(sql + " ORDER BY job, attempt", params) as cur:
             return [AttemptRecord(*row) for row in await cur.fetchall()]
 
+    async def list_usage(self, workflow_id: str) -> dict[tuple[str, int], UsageRecord]:
+        """What each attempt of a workflow used, by (job, attempt)."""
+        sql = "SELECT * FROM usage WHERE workflow_id=?"
+        async with self._conn.execute(sql, (workflow_id,)) as cur:
+            records = [_usage_record(row) for row in await cur.fetchall()]
+        return {(r.job, r.attempt): r for r in records}
+
+    async def get_notify(self, workflow_id: str) -> list[dict[str, Any]]:
+        """A workflow's own notifiers, as stored (JSON objects)."""
+        spec = await self._scalar("SELECT spec FROM notify WHERE workflow_id=?", (workflow_id,))
+        return [] if spec is None else list(json.loads(spec))
+
     async def list_events(
         self, workflow_id: str | None = None, *, after_id: int = 0, limit: int = 10_000
     ) -> list[EventRecord]:
@@ -471,6 +531,7 @@ def _insert_workflow(
     wf: WorkflowRecord,
     jobs: Iterable[NewJob],
     edges: Iterable[tuple[str, str]],
+    notify: Sequence[dict[str, Any]] = (),
 ) -> None:
     db.execute(
         "INSERT INTO workflows VALUES (?,?,?,?,?,?,?,?,?)",
@@ -494,6 +555,8 @@ def _insert_workflow(
         ),
     )
     db.executemany("INSERT INTO edges VALUES (?,?,?)", ((wf.id, p, c) for p, c in edges))
+    if notify:
+        db.execute("INSERT INTO notify VALUES (?,?)", (wf.id, _to_json(list(notify))))
     db.execute(
         "INSERT INTO events (workflow_id, at, new, reason) VALUES (?,?,?,?)",
         (wf.id, wf.created_at, wf.state, "submitted"),
@@ -590,6 +653,8 @@ def _write_batch(db: sqlite3.Connection, batch: Batch) -> None:
             "UPDATE workflows SET state=?, updated_at=? WHERE id=?",
             ((w.new, w.at, w.workflow_id) for w in batch.workflows),
         )
+    if batch.usage:
+        db.executemany(_UPSERT_USAGE, (_usage_row(u) for u in batch.usage))
     # Every change above is also one row of history, all inserted at once.
     db.executemany(
         "INSERT INTO events (workflow_id, job, at, old, new, reason) VALUES (?,?,?,?,?,?)",
@@ -605,6 +670,35 @@ def _event_rows(batch: Batch) -> Iterator[tuple[Any, ...]]:
         yield (n.workflow_id, n.job, n.at, n.state, n.state, n.reason)
     for w in batch.workflows:
         yield (w.workflow_id, None, w.at, w.old, w.new, w.reason)
+
+
+# A later record of an attempt's use fills in, and corrects, what an earlier one knew.
+_UPSERT_USAGE = "INSERT INTO usage VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET" + ",".join(
+    f" {c}=COALESCE(excluded.{c}, usage.{c})"
+    for c in ("wall_s", "cpu_s", "max_rss_bytes", "req_cpus", "req_mem_bytes", "req_time_s")
+)
+
+
+def _usage_row(u: UsageRecord) -> tuple[Any, ...]:
+    req = u.request or Request()
+    use = u.usage
+    return (
+        u.workflow_id,
+        u.job,
+        u.attempt,
+        use.wall_s,
+        use.cpu_s,
+        use.max_rss_bytes,
+        req.cpus,
+        req.mem_bytes,
+        req.time_s,
+    )
+
+
+def _usage_record(row: Sequence[Any]) -> UsageRecord:
+    wid, job, attempt, wall_s, cpu_s, rss, cpus, mem, time_s = row
+    request = Request(cpus, mem, time_s)
+    return UsageRecord(wid, job, attempt, Usage(wall_s, cpu_s, rss), request or None)
 
 
 def workflow_record(row: Sequence[Any]) -> WorkflowRecord:

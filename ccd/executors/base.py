@@ -25,6 +25,7 @@ from ccd.executors.shepherd import STATUS_NAME as STATUS_NAME
 from ccd.models import ExitStatus
 from ccd.spec.hosts import Resources
 from ccd.spec.model import HostSpec
+from ccd.usage import Request, Usage, parse_times_s
 
 # A job's result files in its run dir, named to it by $CCD_OUTPUTS and $CCD_NEW_JOBS: read
 # (with `Executor.read_file`) once it has succeeded.
@@ -99,6 +100,7 @@ class StatusRecord:
     exit_code: int | None = None
     ended_at: float | None = None
     claimed: bool = False  # a recovering daemon claimed the attempt before the wrapper ran
+    usage: Usage | None = None  # what the exit record says the job used
 
 
 def parse_status(text: str, boot_time: float | None = None) -> StatusRecord:
@@ -126,7 +128,26 @@ def parse_status(text: str, boot_time: float | None = None) -> StatusRecord:
         exit_code=_int(end.get("code")),
         ended_at=_epoch(end, boot_time),
         claimed=claimed,
+        usage=_usage(start, end) if end else None,
     )
+
+
+def _usage(start: dict[str, str], end: dict[str, str]) -> Usage:
+    """What an exit record says was used: the wall time between the two stamps (of one
+    clock), and CPU time, as the shepherd writes it (``cpu=`` seconds, ``maxrss=`` KiB from
+    the kernel's rusage) or the wrapper (``utime=``/``stime=``, sh's ``times``)."""
+    wall_s = None
+    for clock in ("uptime", "time"):
+        began, ended = _float(start.get(clock)), _float(end.get(clock))
+        if began is not None and ended is not None:
+            wall_s = max(0.0, ended - began)
+            break
+    cpu_s = _float(end.get("cpu"))
+    if cpu_s is None and "utime" in end and "stime" in end:
+        user_s, system_s = parse_times_s(end["utime"]), parse_times_s(end["stime"])
+        cpu_s = user_s + system_s if user_s is not None and system_s is not None else None
+    rss_kib = _int(end.get("maxrss"))
+    return Usage(wall_s, cpu_s, rss_kib * 1024 if rss_kib is not None else None)
 
 
 def _key_values(text: str) -> dict[str, str]:
@@ -156,20 +177,24 @@ def _epoch(stamps: dict[str, str], boot_time: float | None) -> float | None:
 
 
 def wrapper_exit(
-    code: int, reason: str | None = None, *, ended_at: float | None = None
+    code: int,
+    reason: str | None = None,
+    *,
+    ended_at: float | None = None,
+    usage: Usage | None = None,
 ) -> ExitStatus:
     """The status of an attempt whose wrapper recorded exit ``code``. 128+N (N <= 64) is
     reported as ``ExitStatus(code=128+N, signal=N)``: sh cannot tell a job killed by signal N
     from one that chose to exit 128+N, so both are kept."""
     signum = code - 128 if 128 < code <= 128 + _MAX_SIGNAL else None
-    return ExitStatus(code, signum, reason, ended_at)
+    return ExitStatus(code, signum, reason, ended_at, usage)
 
 
 def exit_status(record: StatusRecord) -> ExitStatus:
     """How an attempt ended, from its status record: its exit code, or, without an exit
     record (the process that should have written it died), ``code=None, reason="lost"``."""
     if record.exit_code is not None:
-        return wrapper_exit(record.exit_code, ended_at=record.ended_at)
+        return wrapper_exit(record.exit_code, ended_at=record.ended_at, usage=record.usage)
     return ExitStatus(code=None, reason="lost")
 
 
@@ -192,6 +217,8 @@ class HostHealth:
 # queued job's state changes; and a call with no arguments when the host's health changes.
 StateListener = Callable[[Handle, str, str | None], None]
 HealthListener = Callable[[], None]
+# What an attempt used (and was given), learnt after it ended: a batch system's accounting.
+UsageListener = Callable[[Handle, Usage, Request | None], None]
 
 
 class Executor(Protocol):
@@ -256,6 +283,18 @@ class RemoteHost(Protocol):
     def shell(self) -> Shell: ...
 
     def health(self) -> HostHealth: ...
+
+
+@runtime_checkable
+class ReportsUsage(Protocol):
+    """A backend whose figures of what an attempt used may come after its end (Slurm: sacct
+    has them once the job is accounted for); others put them in the `ExitStatus`."""
+
+    def listen_usage(self, on_usage: UsageListener) -> None: ...
+
+    async def usage_settled(self, timeout_s: float) -> None:
+        """Return once every ended attempt's figures are told (or after ``timeout_s``)."""
+        ...
 
 
 # Backends by host type, imported lazily so that e.g. asyncssh loads only when used.

@@ -39,6 +39,7 @@ from ccd.executors.shell import READ_MAX_BYTES, read_bytes
 from ccd.executors.shepherd_link import ShepherdLink
 from ccd.models import ExitStatus
 from ccd.spec.model import HostSpec
+from ccd.usage import Usage
 
 _ALWAYS_OK = HostHealth()
 # A status file exists but is still empty only between the exclusive create that claims an
@@ -58,6 +59,7 @@ class _Watch:
     link: ShepherdLink | None = None  # the shepherd that is the job's parent, while it runs
     starting: bool = False  # its spawn request is not answered yet
     pidfd: int | None = None  # an orphan's, watched directly
+    usage: Usage | None = None  # what the shepherd measured, told with its exit
 
 
 class LocalExecutor:
@@ -127,7 +129,7 @@ class LocalExecutor:
         if self._watches.get(key) is watch:
             del self._watches[key]
         if code is not None:
-            return wrapper_exit(code)
+            return wrapper_exit(code, usage=watch.usage)
         return exit_status(_read_record(handle.run_dir))
 
     async def signal(self, handle: Handle, signum: int) -> None:
@@ -228,10 +230,11 @@ class LocalExecutor:
         _unwatch_pidfd(watch)
         _resolve(watch, None)
 
-    def _on_exit(self, key: str, code: int, log_size: int | None) -> None:
+    def _on_exit(self, key: str, code: int, log_size: int | None, usage: Usage | None) -> None:
         watch = self._watches.get(key)
         if watch is not None and watch.link is not None:
             watch.link = None
+            watch.usage = usage
             if log_size is not None:
                 self._final_log_sizes[key] = log_size
             _resolve(watch, code)

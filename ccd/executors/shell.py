@@ -6,6 +6,7 @@ backend runs ``sbatch``/``squeue`` through one of these.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -56,9 +57,11 @@ class LocalShell:
         )
         try:
             out, err = await asyncio.wait_for(proc.communicate(stdin), timeout_s)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+        except (TimeoutError, asyncio.CancelledError):
+            # Timed out, or the caller is closing: no process (nor its pipes) left behind.
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.communicate()
             raise
         assert proc.returncode is not None
         return CommandResult(proc.returncode, out, err)

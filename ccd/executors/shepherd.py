@@ -20,8 +20,9 @@ check that the other runs as the same user. Requests, answered in order:
            or {"op": "error", "key", "message"} (its run directory could not be made)
     {"op": "watch", "key"}         -> {"op": "watching", "key", "pid"} or {"op": "unknown", "key"}
 
-and every client is told of every end: {"op": "exited", "key", "code", "log": size in bytes},
-sent after the exit record is written. Started as ``python3 -I -S shepherd.py NAME READY_FD``
+and every client is told of every end: {"op": "exited", "key", "code", "log": size in bytes,
+"usage": {"wall", "cpu" (seconds), "maxrss" (KiB)} or null}, sent after the exit record is
+written. Started as ``python3 -I -S shepherd.py NAME READY_FD``
 (standard library only); it forks away from its starter and writes a line to READY_FD once it
 listens.
 """
@@ -111,6 +112,7 @@ class _Job:
     pid: int
     pidfd: int
     run_dir: str
+    began: float  # uptime_s() at the start record
 
 
 @dataclass(slots=True)
@@ -244,12 +246,13 @@ class Shepherd:
             # No ticks= (reading /proc/PID/stat while the job execs costs more than the
             # rest of a start): the job is ours until we reap it, and after a crash its
             # identity is checked against this uptime stamp (see procfs.same_process).
-            status.write(f"start pid={pid} host={self._host} uptime={uptime_s():.2f}\n".encode())
+            began = uptime_s()
+            status.write(f"start pid={pid} host={self._host} uptime={began:.2f}\n".encode())
             pidfd = _pidfd_or_kill(pid)
             if pidfd is None:
                 status.write(_exit_record(_KILLED))
                 return {"op": "started", "key": key, "pid": pid}, _KILLED
-        job = _Job(key, pid, pidfd, run_dir)
+        job = _Job(key, pid, pidfd, run_dir, began)
         self._jobs[key] = job
         self._selector.register(pidfd, selectors.EVENT_READ, functools.partial(self._reap, job))
         return {"op": "started", "key": key, "pid": pid}, None
@@ -320,22 +323,33 @@ class Shepherd:
         )
 
     def _reap(self, job: _Job, pidfd: Any) -> None:
-        """Record how a job ended and tell every client, with its log's final size (so that
-        a client that has read that much need not open the log again)."""
-        _, wait_status = os.waitpid(job.pid, 0)
+        """Record how a job ended and what it used, and tell every client, with its log's
+        final size (so that a client that has read that much need not open the log again).
+
+        What it used is the kernel's rusage of the job's process (wait4): its own CPU time
+        plus that of every descendant that was waited for (each process's waited-for
+        children are folded into its own figures when it is reaped), and the largest peak
+        RSS among them. Processes the job left running, or never waited for, are not in it."""
+        _, wait_status, rusage = os.wait4(job.pid, 0)
         code = os.waitstatus_to_exitcode(wait_status)
         if code < 0:
             code = 128 - code  # killed by signal N: 128+N, as sh reports it
         self._selector.unregister(pidfd)
         os.close(pidfd)
         del self._jobs[job.key]
+        ended = uptime_s()
+        usage = {
+            "wall": round(ended - job.began, 3),
+            "cpu": round(rusage.ru_utime + rusage.ru_stime, 3),
+            "maxrss": rusage.ru_maxrss,  # KiB on Linux
+        }
         try:
             # O_CREAT: a job may have emptied its own run directory; its end is still told.
             status_fd = os.open(
                 os.path.join(job.run_dir, STATUS_NAME), os.O_WRONLY | os.O_APPEND | os.O_CREAT
             )
             try:
-                os.write(status_fd, _exit_record(code))
+                os.write(status_fd, _exit_record(code, ended, usage))
             finally:
                 os.close(status_fd)
         except OSError as err:  # e.g. the run directory is gone: the clients hear it anyway
@@ -344,15 +358,24 @@ class Shepherd:
             log_size: int | None = os.stat(os.path.join(job.run_dir, LOG_NAME)).st_size
         except OSError:
             log_size = None
-        self._broadcast(job.key, code, log_size)
+        self._broadcast(job.key, code, log_size, usage)
 
-    def _broadcast(self, key: str, code: int, log_size: int | None) -> None:
+    def _broadcast(
+        self, key: str, code: int, log_size: int | None, usage: dict[str, float] | None = None
+    ) -> None:
+        message = {"op": "exited", "key": key, "code": code, "log": log_size, "usage": usage}
         for client in list(self._clients.values()):
-            self._send(client, {"op": "exited", "key": key, "code": code, "log": log_size})
+            self._send(client, message)
 
 
-def _exit_record(code: int) -> bytes:
-    return f"exit code={code} uptime={uptime_s():.2f}\n".encode()
+def _exit_record(
+    code: int, ended: float | None = None, usage: dict[str, float] | None = None
+) -> bytes:
+    """The exit line; with ``usage``, the job tree's CPU seconds and peak RSS (KiB) too."""
+    line = f"exit code={code} uptime={uptime_s() if ended is None else ended:.2f}"
+    if usage is not None:
+        line += f" cpu={usage['cpu']:.3f} maxrss={usage['maxrss']}"
+    return f"{line}\n".encode()
 
 
 def _prepare(run_dir: str, files: list[list[str]]) -> int | None:

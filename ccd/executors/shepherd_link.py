@@ -15,9 +15,10 @@ from typing import Any
 
 from ccd.errors import ExecutorError
 from ccd.executors import shepherd
+from ccd.usage import Usage
 
-# (key, exit code, final log size or None) for every attempt that ends
-ExitListener = Callable[[str, int, int | None], None]
+# (key, exit code, final log size or None, what it used or None) for every attempt that ends
+ExitListener = Callable[[str, int, int | None, Usage | None], None]
 # How often a connection is retried when the shepherd it reached was just exiting.
 _CONNECT_TRIES = 3
 _ANSWER_LIMIT = 1 << 20
@@ -96,7 +97,8 @@ class ShepherdLink:
             while line := await self._reader.readline():
                 message = json.loads(line.decode())
                 if message["op"] == "exited":
-                    self._on_exit(message["key"], message["code"], message["log"])
+                    usage = _usage(message.get("usage"))
+                    self._on_exit(message["key"], message["code"], message["log"], usage)
                 else:
                     self._answers.popleft().set_result(message)
         except (OSError, ValueError, KeyError, IndexError):
@@ -111,6 +113,15 @@ class ShepherdLink:
             if not self._closing:
                 self._writer.close()
                 self._on_lost(self)
+
+
+def _usage(figures: dict[str, float] | None) -> Usage | None:
+    if not figures:
+        return None
+    rss_kib = figures.get("maxrss")
+    return Usage(
+        figures.get("wall"), figures.get("cpu"), None if rss_kib is None else int(rss_kib) * 1024
+    )
 
 
 def start_shepherd(name: str, runs_root: Path) -> None:

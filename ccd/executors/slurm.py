@@ -6,30 +6,35 @@ resources, then ``exec sh wrapper.sh ARGV...``) in its run directory, submitted 
 exit; Slurm's own word is needed only for jobs without an exit record (still queued, running,
 or killed from outside: walltime, memory, node failure, preemption, scancel).
 
-Jobs are named by a tag, ``ccd:<workflow>:<job>:<attempt>`` (":" is outside the name rule,
-so tags never collide), which is how a restarted daemon finds a job whose id it never
-recorded: no attempt is ever submitted twice. Run directories: with ``via: local`` the
-attempt's own run dir (under the daemon's state dir, which the compute nodes must see, as a
-home directory usually is); through ssh, ``<root>/<workflow>/<job>/<attempt>`` on the cluster.
+Attempts handed over in the same moment go out together (`slurm_submit`): those of one
+workflow with the same batch options as one job array (`slurm_arrays`), each element still
+its own run dir, status file, log and attempt; refusals that mean "not now" (a submit limit)
+hold attempts for a later try instead of failing them. Jobs are named by a tag,
+``ccd:<workflow>:<job>:<attempt>`` or an array's ``ccd:<workflow>:@<token>`` (":" and "@"
+are outside the name rule, so tags never collide), which is how a restarted daemon finds a
+job whose id it never recorded: no attempt is ever submitted twice. Run directories: with
+``via: local`` the attempt's own run dir (under the daemon's state dir, which the compute
+nodes must see, as a home directory usually is); through ssh,
+``<root>/<workflow>/<job>/<attempt>`` on the cluster.
 
 One poller per cluster: each round reads the watched jobs' status files (one command), asks
-``squeue`` once about every job without a clean exit record, and ``sacct`` once about those
-that left squeue. The interval doubles from ``poll_interval_min_s`` up to
-``poll_interval_s`` while nothing changes and resets on any change or submission; every
-Slurm command of the executor goes through one budget (concurrency and rate).
+``squeue`` once about every job (or array element) without a clean exit record, and
+``sacct`` once about those that ended, for their final state and what they used (sacct's
+figures of a job come a moment after its end: an ended attempt is asked about again in
+later rounds until they are there, and told to the scheduler then). The interval doubles
+from ``poll_interval_min_s`` up to ``poll_interval_s`` while nothing changes and resets on
+any change or submission; every Slurm command of the executor goes through one budget
+(`slurm_commands`). Cancels of one moment share one scancel (`slurm_cancel`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import signal
-from collections import Counter, OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
-from contextvars import ContextVar
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import structlog
 
@@ -46,13 +51,20 @@ from ccd.executors.base import (
     RemoteHost,
     StateListener,
     StatusRecord,
+    UsageListener,
     check_outputs,
     parse_status,
     wrapper_text,
 )
-from ccd.executors.batching import Batcher, Budget, Pacer
-from ccd.executors.shell import CommandResult, LocalShell, Shell
+from ccd.executors.batching import Pacer
+from ccd.executors.shell import LocalShell, Shell
+from ccd.executors.slurm_arrays import (
+    group_key,
+)
+from ccd.executors.slurm_cancel import CancelBatcher
+from ccd.executors.slurm_commands import POLLING, SlurmCommands
 from ccd.executors.slurm_parse import BATCH_NAME, cluster_run_dir, job_tag, render_batch
+from ccd.executors.slurm_submit import Cluster, Entry, SubmitQueue
 from ccd.models import ExitStatus
 from ccd.spec.hosts import Resources, SlurmOptions
 from ccd.spec.model import HostSpec
@@ -63,8 +75,6 @@ __all__ = ["SlurmExecutor", "check_limits", "cluster_run_dir", "job_tag", "rende
 log = structlog.get_logger("ccd.slurm")
 
 _Key = tuple[str, str, int]
-# Set inside the poller's task: its Slurm commands are counted per round.
-_POLLING: ContextVar[bool] = ContextVar("ccd_slurm_polling", default=False)
 
 
 async def check_limits(shell: Shell, resources: Resources, partition: str | None) -> list[str]:
@@ -92,47 +102,18 @@ class _Watch:
     record: StatusRecord = field(default_factory=StatusRecord)
     shown: tuple[str, str | None] | None = None  # the last state told to the listener
     never: str | None = None  # the pending reason under which Slurm will never start it
+    entry: Entry | None = None  # in the submit queue, not taken yet (held)
+    cancel_asked: bool = False  # cancelled while its sbatch was under way
+
+    @property
+    def submitting(self) -> bool:
+        return self.entry is not None and self.handle.job_id is None
 
 
-class SlurmExecutor:
+class SlurmExecutor(SlurmCommands):
     """The ``slurm`` backend: one cluster, reached through a `Shell`."""
 
-    SBATCH = sp.SBATCH
-    SQUEUE = ("squeue", "-h", "-t", "all", "-O", sp.SQUEUE_FIELDS)
-    SACCT = ("sacct", "-X", "-n", "-P", "-o", sp.SACCT_FIELDS)
-    SACCT_NAME_WINDOW = ("-S", "now-30days")  # sacct without -j only looks back to midnight
-    SCANCEL = ("scancel",)
-    READ_STATUS = (
-        "sh",
-        "-c",
-        'for f; do [ -f "$f" ] && { printf "%s\\0" "$f"; cat -- "$f"; '
-        'printf "\\0"; }; done; exit 0',
-        "sh",
-    )
-    CLAIM = ("sh", "-c", 'mkdir -p -- "$1" && set -C && printf "claimed\\n" > "$1/status"', "sh")
-    HOME = ("sh", "-c", 'printf %s "$HOME"')
-    PING = ("sinfo", "-h", "-o", "%a")  # asks slurmctld: is it back?
-    # The files each pattern matches, NUL-separated; a pattern that matches none, after a \1.
-    LIST_FILES = (
-        "sh",
-        "-c",
-        'cd "$1" || exit 1; shift; for p; do m=; for f in $p; do '
-        '[ -f "$f" ] && printf "%s\\0" "$f" && m=1; done; '
-        '[ -n "$m" ] || printf "\\001%s\\0" "$p"; done; exit 0',
-        "sh",
-    )
-    SUBMIT_RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)  # then the start fails
-    NO_ACCOUNTING_RE = re.compile(r"accounting storage is disabled", re.IGNORECASE)
-    UNREACHABLE_RE = re.compile(
-        r"Unable to contact slurm controller|Socket timed out", re.IGNORECASE
-    )
-    INVALID_ID_RE = re.compile(r"Invalid job id specified")
-    COMMANDS_PER_S = 20.0
-    COMMAND_BURST = 40.0
-    MAX_CONCURRENT_COMMANDS = 4
-    CHUNK = 500  # job ids or names per command line
-    COMMAND_TIMEOUT_S = 60.0
-    LOOKUP_WINDOW_S = 0.02  # reattaches arriving within this share one squeue
+    USAGE_ROUNDS = 10  # rounds to wait for sacct's figures of an attempt that has ended
     FINISHED_CACHE = 10_000
 
     def __init__(
@@ -141,47 +122,42 @@ class SlurmExecutor:
         shell: Shell,
         options: SlurmOptions | None = None,
         via_executor: RemoteHost | None = None,
+        *,
+        throttle: int | None = None,
     ) -> None:
-        self.host = host
-        self.shell = shell
-        self.options = options or SlurmOptions()
-        self.command_counts: Counter[str] = Counter()  # every command issued, by name
-        self.round_commands: list[int] = []  # Slurm commands of each poll round
+        super().__init__(host, shell, options)
         self._via = via_executor
-        self._budget = Budget(
-            self.COMMANDS_PER_S, self.MAX_CONCURRENT_COMMANDS, burst=self.COMMAND_BURST
-        )
         self._watches: dict[_Key, _Watch] = {}
         self._finished: OrderedDict[_Key, ExitStatus] = OrderedDict()
         self._outputs: dict[_Key, tuple[str, ...]] = {}  # output globs of watched attempts
-        self._accounting: bool | None = None  # None until sacct was tried
-        self._health = HostHealth()
         self._on_state: StateListener | None = None
-        self._on_health: HealthListener | None = None
-        self._root: str | None = None
         self._pace = Pacer(
             self.options.poll_interval_min_s, self.options.poll_interval_s, growth=2.0
         )
         self._poller: asyncio.Task[None] | None = None
-        # Lookups by tag arriving together share one squeue (and one sacct).
-        self._lookups: Batcher[str, sp.JobRow | None] = Batcher(
-            self._lookup_batch,
-            name=f"slurm-lookup-{host}",
-            max_batch=self.CHUNK * 20,
-            max_inflight=1,
-            window_s=self.LOOKUP_WINDOW_S,
+        self._on_usage: UsageListener | None = None
+        self._usage_wanted: dict[str, tuple[Handle, int]] = {}  # job id -> (attempt, rounds)
+        cluster = Cluster(
+            self._slurm,
+            self._lookup,
+            self.shell.write_files,
+            self._max_array_size,
+            self._accepted,
+            self._refused,
+            self._holding,
         )
-        self._in_round = 0
+        self.submit_queue = SubmitQueue(cluster, throttle if self.options.arrays else None)
+        self._cancels = CancelBatcher(self._scancel, self._live_elements)
 
     @classmethod
     def create(cls, host: HostSpec, executors: Mapping[str, object]) -> SlurmExecutor:
         options = host.options if isinstance(host.options, SlurmOptions) else SlurmOptions()
         if options.via == "local":
-            return cls(host.name, LocalShell(), options)
+            return cls(host.name, LocalShell(), options, throttle=host.max_jobs)
         via = executors.get(options.via)
         if not isinstance(via, RemoteHost):
             raise ExecutorError(f"slurm host '{host.name}': via '{options.via}' is not an ssh host")
-        return cls(host.name, via.shell, options, via)
+        return cls(host.name, via.shell, options, via, throttle=host.max_jobs)
 
     # -- the Executor protocol ------------------------------------------------------------
 
@@ -196,58 +172,81 @@ class SlurmExecutor:
         self._on_state = on_state
         self._on_health = on_health
 
+    def listen_usage(self, on_usage: UsageListener) -> None:
+        self._on_usage = on_usage
+
+    async def usage_settled(self, timeout_s: float) -> None:
+        """Poll at the fastest pace until sacct has told what every ended attempt used (a
+        run about to exit wants its last jobs' figures too), for at most ``timeout_s``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self._usage_wanted and loop.time() < deadline:
+            self._nudge()
+            await asyncio.sleep(self.options.poll_interval_min_s)
+
     async def start(self, launch: Launch) -> Handle:
+        """Queue the attempt for submission (with the others of this moment: see
+        `slurm_submit`) and return once Slurm has taken it, or once it is held for a later
+        try (its handle has no job id yet; waiting for it waits for that too)."""
         run_dir = await self._run_dir(launch)
-        script, argv = render_batch(launch, self.options, run_dir)
+        script, _ = render_batch(launch, self.options, run_dir)
         problems = check_outputs(launch.outputs)
         if problems:
             raise ExecutorError("; ".join(problems))
-        files = await asyncio.to_thread(_run_dir_files, launch, run_dir)
-        await self.shell.write_files({**files, f"{run_dir}/{BATCH_NAME}": script.encode()})
-        job_id = await self._submit(argv, job_tag(*_key(launch)))
+        # Small local reads, blocking on purpose: all of one moment's attempts then join the
+        # queue in the same turn, and go out in one sbatch.
+        files = _run_dir_files(launch, run_dir)
+        files[f"{run_dir}/{BATCH_NAME}"] = script.encode()
+        entry = Entry(launch, run_dir, group_key(launch, self.options), files)
+        self.submit_queue.add(entry)
+        job_id = await entry.outcome  # ExecutorError: refused for good
         handle = self._handle(launch, None, job_id)
-        self._watch(handle, run_dir)
+        watch = self._watch(handle, run_dir)
         self._outputs[_key(launch)] = launch.outputs
-        log.info("slurm_submitted", job=launch.job, attempt=launch.attempt, job_id=job_id)
+        if job_id is None:
+            watch.entry = entry
+            self._tell_held(watch)
         return handle
 
     async def wait(self, handle: Handle) -> ExitStatus:
         key = _key(handle)
-        if key in self._finished:  # settled before anyone waited: its outputs are still due
-            status = self._finished[key]
-        else:
+        status = self._finished.get(key)  # settled before anyone waited: outputs still due
+        if status is None:
             watch = self._watches.get(key)
             if watch is None:
-                if handle.job_id is None:  # e.g. a handle rebuilt from the store: find the job
-                    row = await self._lookup(job_tag(*key))
-                    handle = replace(handle, job_id=row.job_id if row else None)
-                watch = self._watch(handle, await self._run_dir(handle))
+                run_dir = await self._run_dir(handle)
+                if handle.job_id is None:  # e.g. a handle rebuilt from the store: find it
+                    handle = replace(handle, job_id=await self._find_job_id(handle, run_dir))
+                watch = self._watch(handle, run_dir)
             # Shielded: a cancelled waiter must not cancel the watch other waiters share.
             status = await asyncio.shield(watch.done)
-        outputs = self._outputs.pop(key, ())
+        outputs = self._outputs.pop(key, ())  # (also when it ended before this wait began)
         if status.ok and outputs and self.options.via != "local":
-            problem = await self._fetch_outputs(
-                await self._run_dir(handle), handle.run_dir, outputs
-            )
+            remote_dir = await self._run_dir(handle)
+            problem = await self._fetch_outputs(remote_dir, handle.run_dir, outputs)
             if problem is not None:
                 return replace(status, reason=problem)
         return status
 
     async def signal(self, handle: Handle, signum: int) -> None:
         """Any signal cancels the job (``scancel``): Slurm sends SIGTERM, then SIGKILL after
-        its KillWait; a queued job is simply removed."""
+        its KillWait; a queued job is simply removed, an array element alone
+        (``scancel 81_3``). Cancels of one moment share one scancel; an array all of whose
+        elements are cancelled goes by its own id. A job not submitted yet never will be."""
         watch = self._watches.get(_key(handle))
+        if watch is not None and watch.submitting:
+            assert watch.entry is not None
+            if self.submit_queue.cancel(watch.entry):
+                self._settle_status(watch, ExitStatus(None, reason="cancelled"))
+            else:  # in an sbatch right now: cancelled as soon as its id is known
+                watch.cancel_asked = True
+            return
         job_id = handle.job_id or (watch.handle.job_id if watch else None)
-        target = [job_id] if job_id else [f"--name={job_tag(*_key(handle))}"]
-        result = await self._slurm([*self.SCANCEL, *target])
-        log.info(
-            "slurm_cancel",
-            job=handle.job,
-            job_id=job_id,
-            signal=signum,
-            returncode=result.returncode,
-        )
-        self._nudge()
+        if job_id is not None:
+            await self._cancels.cancel(job_id)
+        else:
+            await self._scancel([f"--name={job_tag(*_key(handle))}"])
+        log.info("slurm_cancel", job=handle.job, job_id=job_id, signal=signum)
 
     async def read_file(self, handle: Handle, name: str, limit: int) -> bytes:
         return await self.shell.read_file(f"{await self._run_dir(handle)}/{name}", 0, limit)
@@ -258,10 +257,10 @@ class SlurmExecutor:
 
     async def reattach(self, launch: Launch) -> Handle | None:
         run_dir = await self._run_dir(launch)
-        row = await self._lookup(job_tag(launch.workflow_id, launch.job, launch.attempt))
+        job_id = await self._find_job_id(launch, run_dir)
         status_path = f"{run_dir}/{STATUS_NAME}"
         text = (await self.shell.read_file(status_path)).decode(errors="replace")
-        if row is None and not text:
+        if job_id is None and not text:
             if await self._claim(run_dir):
                 log.info("slurm_never_submitted", job=launch.job, attempt=launch.attempt)
                 return None
@@ -269,13 +268,15 @@ class SlurmExecutor:
         record = parse_status(text)
         if record.claimed and record.pid is None:
             return None
-        handle = self._handle(launch, record.pid, row.job_id if row else None)
+        handle = self._handle(launch, record.pid, job_id)
         self._watch(handle, run_dir).record = record
         self._outputs[_key(launch)] = launch.outputs
         log.info("slurm_reattached", job=launch.job, attempt=launch.attempt, job_id=handle.job_id)
         return handle
 
     async def close(self) -> None:
+        await self.submit_queue.close()
+        await self._cancels.close()
         if self._poller is not None:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -285,129 +286,51 @@ class SlurmExecutor:
             watch.done.cancel()  # nobody will resolve these: waiters must not hang
         self._watches.clear()
 
-    # -- commands -------------------------------------------------------------------------
+    # -- submission (see slurm_submit) and finding attempts again -------------------------
 
-    async def _slurm(self, argv: Sequence[str]) -> CommandResult:
-        """Run one Slurm command within the cluster's budget; count it; track health."""
-        async with self._budget.slot():
-            self.command_counts[argv[0]] += 1
-            if _POLLING.get():
-                self._in_round += 1
-            try:
-                result = await self.shell.run(argv, timeout_s=self.COMMAND_TIMEOUT_S)
-            except (OSError, TimeoutError) as exc:
-                self._set_health(HostHealth("unreachable", f"{argv[0]}: {exc}"))
-                raise ExecutorError(f"{argv[0]} failed: {exc}") from exc
-        err = _text(result.stderr)
-        if result.returncode != 0 and self.UNREACHABLE_RE.search(err):
-            self._set_health(HostHealth("unreachable", err.splitlines()[0]))
-        else:
-            self._set_health(HostHealth())
-        return result
+    def _accepted(self, entry: Entry, job_id: str) -> None:
+        """A held attempt was taken at last."""
+        watch = self._watches.get(_key(entry.launch))
+        if watch is None:
+            return
+        watch.handle = replace(watch.handle, job_id=job_id)
+        watch.entry = None
+        watch.shown = ("pending", f"submitted as {job_id} after a hold")
+        if self._on_state is not None:
+            self._on_state(watch.handle, *watch.shown)
+        if watch.cancel_asked:
+            task = asyncio.create_task(self.signal(watch.handle, signal.SIGTERM))
+            task.add_done_callback(_log_failure)
+        self._nudge()
 
-    async def _submit(self, argv: Sequence[str], tag: str) -> str:
-        """sbatch; if its fate is unknown (transport lost, controller unreachable), find the
-        job by its tag before trying again: one attempt never becomes two jobs."""
-        delays = iter(self.SUBMIT_RETRY_S)
-        while True:
-            try:
-                result = await self._slurm(argv)
-                if result.returncode == 0 or not self.UNREACHABLE_RE.search(_text(result.stderr)):
-                    break
-                failure: Exception = ExecutorError(_text(result.stderr))
-            except ExecutorError as exc:
-                failure = exc
-            row = await self._find_after(failure, tag, delays)
-            if row is not None:
-                return row.job_id
-        if result.returncode != 0:
-            raise ExecutorError(f"sbatch failed: {_text(result.stderr) or result.returncode}")
-        return sp.parse_sbatch(result.stdout.decode())
+    def _refused(self, entry: Entry, message: str) -> None:
+        """A held attempt was refused for good: it could not start."""
+        watch = self._watches.get(_key(entry.launch))
+        if watch is not None:
+            self._settle_status(watch, ExitStatus(None, reason=f"could not start: {message}"))
 
-    async def _find_after(
-        self, failure: Exception, tag: str, delays: Iterator[float]
-    ) -> sp.JobRow | None:
-        """The job named ``tag`` once Slurm answers again (None: never submitted)."""
-        log.warning("slurm_submit_unsure", host=self.host, tag=tag, error=str(failure))
-        for delay_s in delays:
-            await asyncio.sleep(delay_s)
-            with contextlib.suppress(ExecutorError):
-                return await self._lookup(tag)
-        raise ExecutorError(f"sbatch for {tag}: {failure} (cluster unreachable)") from failure
+    def _holding(self, entries: Sequence[Entry]) -> None:
+        for entry in entries:
+            watch = self._watches.get(_key(entry.launch))
+            if watch is not None:
+                self._tell_held(watch)
 
-    async def _fetch_outputs(
-        self, remote_dir: str, local_dir: Path, patterns: Sequence[str]
-    ) -> str | None:
-        """Copy the files matching ``patterns`` back into the local run dir."""
-        try:
-            listing = await self._run_shell([*self.LIST_FILES, remote_dir, *patterns])
-            names = list(filter(None, listing.stdout.decode(errors="replace").split("\0")))
-            unmatched = [name[1:] for name in names if name.startswith("\1")]
-            if unmatched:  # a declared output that is not there: the job did not do its work
-                return f"outputs not fetched from {self.host}: no file matches '{unmatched[0]}'"
-            for name in names:
-                data, chunk = b"", b"x"
-                while chunk:
-                    chunk = await self.shell.read_file(f"{remote_dir}/{name}", len(data))
-                    data += chunk
-                await asyncio.to_thread(_write_local, local_dir / name, data)
-        except (OSError, ExecutorError) as exc:
-            return f"outputs not fetched from {self.host}: {exc}"
-        return None
+    def _tell_held(self, watch: _Watch) -> None:
+        """Say why a held attempt waits (its reason, in the job's status)."""
+        why = watch.entry.held if watch.entry is not None else None
+        if why is not None and watch.shown != ("pending", why):
+            watch.shown = ("pending", why)
+            if self._on_state is not None:
+                self._on_state(watch.handle, "pending", why)
 
-    async def _run_shell(self, argv: Sequence[str]) -> CommandResult:
-        self.command_counts[argv[0]] += 1
-        return await self.shell.run(argv, timeout_s=self.COMMAND_TIMEOUT_S)
-
-    def _set_health(self, health: HostHealth) -> None:
-        if health != self._health:
-            self._health = health
-            log.info("slurm_health", host=self.host, state=health.state, reason=health.reason)
-            if self._on_health is not None:
-                self._on_health()
-            if health.state != "ok":
-                with contextlib.suppress(RuntimeError):  # no loop: nothing to probe from
-                    self._ensure_poller()
-
-    async def _run_dir(self, attempt: Launch | Handle) -> str:
-        if self._root is None and self.options.via != "local":
-            root = self.options.root
-            if root.startswith("~"):  # sbatch's --chdir does not expand ~
-                home = _text((await self._run_shell(self.HOME)).stdout).strip()
-                root = home + root[1:]
-            self._root = root
-        return cluster_run_dir(attempt, self.options, self._root)
-
-    async def _claim(self, run_dir: str) -> bool:
-        """Create the status file first, so a batch job that starts late refuses to run."""
-        return (await self._run_shell([*self.CLAIM, run_dir])).returncode == 0
-
-    async def squeue_rows(self, ids: Sequence[str]) -> dict[str, sp.JobRow]:
-        """Slurm's view of these jobs: one squeue per CHUNK ids (finished ones stay for
-        MinJobAge)."""
-        rows: dict[str, sp.JobRow] = {}
-        for chunk in sp.chunks(ids, self.CHUNK):
-            result = await self._slurm([*self.SQUEUE, "-j", ",".join(chunk)])
-            if result.returncode != 0 and not self.INVALID_ID_RE.search(_text(result.stderr)):
-                raise ExecutorError(f"squeue failed: {_text(result.stderr)}")
-            rows.update(sp.parse_squeue(result.stdout.decode(errors="replace")))
-        return rows
-
-    async def _sacct_rows(self, selector: Sequence[str]) -> dict[str, sp.JobRow] | None:
-        """sacct's view (``selector``: ``-j IDS`` or ``--name=TAGS -S ...``); None if there
-        is no accounting on this cluster (detected once) or sacct failed."""
-        if self._accounting is False:
-            return None
-        result = await self._slurm([*self.SACCT, *selector])
-        if result.returncode != 0:
-            if self.NO_ACCOUNTING_RE.search(_text(result.stderr)):
-                log.info("slurm_no_accounting", host=self.host)
-                self._accounting = False
-            else:
-                log.warning("sacct_failed", host=self.host, error=_text(result.stderr))
-            return None
-        self._accounting = True
-        return sp.parse_sacct(result.stdout.decode(errors="replace"))
+    def _live_elements(self, array_id: str) -> list[str]:
+        """The watched, unfinished elements of an array."""
+        prefix = f"{array_id}_"
+        return [
+            job_id
+            for w in self._watches.values()
+            if (job_id := w.handle.job_id) and job_id.startswith(prefix) and not w.done.done()
+        ]
 
     async def _read_records(self, watches: Sequence[_Watch]) -> bool:
         """Re-read the status files of ``watches`` (one command per CHUNK); True if any
@@ -441,6 +364,9 @@ class SlurmExecutor:
         self._nudge()
         return watch
 
+    def _on_unhealthy(self) -> None:
+        self._ensure_poller()
+
     def _ensure_poller(self) -> None:
         if self._poller is None or self._poller.done():
             self._poller = asyncio.create_task(self._poll_loop(), name=f"slurm-poll-{self.host}")
@@ -450,10 +376,11 @@ class SlurmExecutor:
         self._pace.hurry()
 
     async def _poll_loop(self) -> None:
-        _POLLING.set(True)
+        POLLING.set(True)
         pace = self._pace
         pace.start_round()
-        while self._watches or self._health.state != "ok":  # unhealthy: probe until back
+        # Unhealthy: probe until back. Ended attempts whose accounting is still to come count.
+        while self._watches or self._usage_wanted or self._health.state != "ok":
             await pace.wait()
             pace.start_round()
             self._in_round = 0
@@ -466,17 +393,21 @@ class SlurmExecutor:
             pace.end_round(changed=changed)
 
     async def _round(self) -> bool:
-        """One poll round over every watched attempt; True if anything changed."""
-        watches = [w for w in self._watches.values() if not w.done.done()]
-        if not watches:
+        """One poll round over every watched attempt; True if anything changed. One squeue
+        for those without a clean exit record, one sacct for those that left squeue, ended
+        there, or ended before and still owe their accounting."""
+        watches = [w for w in self._watches.values() if not w.done.done() and not w.submitting]
+        if not watches and not self._usage_wanted:
             await self._slurm(self.PING)
             return False
         changed = await self._read_records(watches)
         ask = [w for w in watches if w.record.exit_code != 0 and w.handle.job_id]
         rows = await self.squeue_rows([w.handle.job_id for w in ask if w.handle.job_id])
-        gone = [w.handle.job_id for w in ask if w.handle.job_id not in rows]
-        if gone:
-            rows.update(await self._sacct_rows(["-j", ",".join(i for i in gone if i)]) or {})
+        ended = [i for w in ask if (i := w.handle.job_id) and (i not in rows or rows[i].finished)]
+        accounted = await self._accounted([*ended, *self._usage_wanted])
+        for job_id in ended:
+            if (row := _with_accounting(rows.get(job_id), accounted.get(job_id))) is not None:
+                rows[job_id] = row
         to_settle: list[tuple[_Watch, sp.JobRow | None]] = []
         for watch in watches:
             row = rows.get(watch.handle.job_id or "")
@@ -489,9 +420,23 @@ class SlurmExecutor:
                     await self.signal(watch.handle, signal.SIGTERM)
         # A job Slurm calls finished may have written its exit record since we read it.
         await self._read_records([w for w, _ in to_settle if w.record.exit_code is None])
+        self._deliver_usage(accounted)
         for watch, row in to_settle:
             self._settle(watch, row)
         return changed or bool(to_settle)
+
+    def _deliver_usage(self, accounted: Mapping[str, sp.JobRow]) -> None:
+        """Tell what ended attempts used, once sacct has it (or give up after a while)."""
+        for job_id, (handle, rounds) in list(self._usage_wanted.items()):
+            row = accounted.get(job_id)
+            if row is not None and row.finished and row.usage is not None:
+                del self._usage_wanted[job_id]
+                if self._on_usage is not None:
+                    self._on_usage(handle, row.usage, row.request)
+            elif rounds <= 1 or self._accounting is False:
+                del self._usage_wanted[job_id]
+            else:
+                self._usage_wanted[job_id] = (handle, rounds - 1)
 
     def _report(self, watch: _Watch, row: sp.JobRow) -> bool:
         """Tell the listener a queued job's state (pending and why, or running) on change."""
@@ -507,6 +452,20 @@ class SlurmExecutor:
         status = sp.classify(row, watch.record)
         if watch.never is not None and watch.record.exit_code is None:
             status = ExitStatus(None, reason=f"Slurm can never start it ({watch.never})")
+        job_id = watch.handle.job_id
+        if job_id and (row is None or row.usage is None) and self._accounting is not False:
+            self._usage_wanted[job_id] = (watch.handle, self.USAGE_ROUNDS)  # sacct: later
+        self._settle_status(watch, status)
+        log.info(
+            "slurm_finished",
+            job=watch.handle.job,
+            job_id=job_id,
+            state=row and row.state,
+            code=status.code,
+            reason=status.reason,
+        )
+
+    def _settle_status(self, watch: _Watch, status: ExitStatus) -> None:
         key = _key(watch.handle)
         if self._watches.get(key) is watch:
             del self._watches[key]
@@ -515,41 +474,6 @@ class SlurmExecutor:
             self._finished.popitem(last=False)
         if not watch.done.done():
             watch.done.set_result(status)
-        log.info(
-            "slurm_finished",
-            job=watch.handle.job,
-            job_id=watch.handle.job_id,
-            state=row and row.state,
-            code=status.code,
-            reason=status.reason,
-        )
-
-    # -- finding jobs by tag --------------------------------------------------------------
-
-    async def _lookup(self, tag: str) -> sp.JobRow | None:
-        """The newest job named ``tag``; lookups arriving together share one squeue (and one
-        sacct for those squeue has forgotten)."""
-        return await self._lookups.submit(tag)
-
-    async def _lookup_batch(self, tags: list[str]) -> list[sp.JobRow | None]:
-        try:
-            found = await self._find_by_names(list(dict.fromkeys(tags)))
-        except Exception as exc:
-            raise ExecutorError(f"finding jobs failed: {exc!r}") from exc
-        return [found.get(tag) for tag in tags]
-
-    async def _find_by_names(self, tags: Sequence[str]) -> dict[str, sp.JobRow]:
-        found: dict[str, sp.JobRow] = {}
-        for chunk in sp.chunks(tags, self.CHUNK):
-            result = await self._slurm([*self.SQUEUE, f"--name={','.join(chunk)}"])
-            if result.returncode != 0:
-                raise ExecutorError(f"squeue failed: {_text(result.stderr)}")
-            sp.newest_by_name(sp.parse_squeue(result.stdout.decode(errors="replace")), found)
-        missing = [t for t in tags if t not in found]
-        for chunk in sp.chunks(missing, self.CHUNK):
-            rows = await self._sacct_rows([f"--name={','.join(chunk)}", *self.SACCT_NAME_WINDOW])
-            sp.newest_by_name(rows or {}, found)
-        return found
 
 
 def _run_dir_files(launch: Launch, run_dir: str) -> dict[str, bytes]:
@@ -560,9 +484,19 @@ def _run_dir_files(launch: Launch, run_dir: str) -> dict[str, bytes]:
     return files
 
 
-def _write_local(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+def _with_accounting(row: sp.JobRow | None, accounted: sp.JobRow | None) -> sp.JobRow | None:
+    """squeue's word on an ended job (sacct's if squeue has forgotten it), with sacct's
+    figures once sacct has it ended too (it may lag behind squeue by a moment)."""
+    if row is None or accounted is None:
+        return row or accounted
+    if not accounted.finished:
+        return row
+    return replace(row, usage=accounted.usage, request=accounted.request)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.warning("slurm_cancel_failed", error=repr(error))
 
 
 def _key(attempt: Launch | Handle) -> _Key:

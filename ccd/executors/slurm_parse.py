@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from ccd.errors import ExecutorError
@@ -25,14 +25,19 @@ from ccd.executors.base import (
 )
 from ccd.models import ExitStatus
 from ccd.spec.hosts import Resources, SlurmOptions, clock_s, format_walltime
+from ccd.usage import Request, Usage, parse_size_bytes
 
 SBATCH = ("sbatch", "--parsable")
 BATCH_NAME = "job.sbatch"
 SLURM_OUT_NAME = "slurm.out"  # Slurm's own messages (e.g. "CANCELLED ... DUE TO TIME LIMIT")
 # The squeue fields asked for (`squeue -O`): "|" after each, no padding, nothing cut short.
-SQUEUE_FIELDS = "JobID:|,State:|,Reason:|,exit_code:|,Name:|"
-# The sacct fields asked for (`sacct -X -n -P -o`).
-SACCT_FIELDS = "JobID,JobName,State,ExitCode,Reason"
+# An array's elements are ARRAYJOBID_TASKID (the JobID column is the raw id, shared by the
+# elements not started yet): asked with -r, one line per element.
+SQUEUE_FIELDS = "JobID:|,State:|,Reason:|,exit_code:|,Name:|,ArrayJobID:|,ArrayTaskID:|"
+# The sacct fields asked for (`sacct -n -P -o`, steps included: MaxRSS is a step's figure).
+SACCT_FIELDS = (
+    "JobID,JobName,State,ExitCode,Reason,TotalCPU,MaxRSS,Elapsed,ReqMem,AllocCPUS,Timelimit"
+)
 # `sinfo -h -N -o`: node, CPUs, memory (MiB), generic resources, partition ("debug*": default).
 SINFO_NODE_FORMAT = "%N|%c|%m|%G|%P"
 
@@ -80,6 +85,7 @@ _T = TypeVar("_T")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _JOB_ID_RE = re.compile(r"^(\d+)(?:;\S*)?$")
 _EXIT_PAIR_RE = re.compile(r"^(\d+):(\d+)$")
+_SACCT_ID_RE = re.compile(r"^(\d+(?:_\d+)?)(?:\.(\S+))?$")  # 81, 81_3, 81_3.batch
 _SDIAG_RPC_RE = re.compile(r"^\s*([A-Z][A-Z0-9_]+)\s+\(\s*\d+\)\s+count:(\d+)")
 _GPU_GRES_RE = re.compile(r"(?:^|,)gpu(?::[^:,(]+)?:(\d+)")
 
@@ -173,6 +179,8 @@ class JobRow:
     code: int | None = None
     signal: int | None = None
     name: str = ""
+    usage: Usage | None = None  # sacct's figures (TotalCPU, peak MaxRSS of its steps, Elapsed)
+    request: Request | None = None  # what it was given (AllocCPUS, ReqMem, Timelimit)
 
     @property
     def finished(self) -> bool:
@@ -203,8 +211,13 @@ def newest_by_name(rows: Mapping[str, JobRow], found: dict[str, JobRow]) -> None
     """Add ``rows`` to ``found`` by job name, the highest job id winning."""
     for row in rows.values():
         best = found.get(row.name)
-        if best is None or int(row.job_id) > int(best.job_id):
+        if best is None or _id_order(row.job_id) > _id_order(best.job_id):
             found[row.name] = row
+
+
+def _id_order(job_id: str) -> tuple[int, ...]:
+    """A job id (``81``, or an element's ``81_3``) as something to compare."""
+    return tuple(int(part) for part in job_id.split("_"))
 
 
 def chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
@@ -221,30 +234,84 @@ def parse_sbatch(stdout: str) -> str:
 
 
 def parse_squeue(text: str) -> dict[str, JobRow]:
-    """Rows of ``squeue -h -O SQUEUE_FIELDS`` by job id. ``exit_code`` there is the raw wait
-    status (768 for ``exit 3``, 9 for SIGKILL)."""
+    """Rows of ``squeue -h -r -O SQUEUE_FIELDS`` by job id: an array element's is
+    ``ARRAYID_TASKID``. ``exit_code`` there is the raw wait status (768 for ``exit 3``, 9 for
+    SIGKILL)."""
     rows: dict[str, JobRow] = {}
     for line in text.splitlines():
         parts = line.split("|")
         if len(parts) < 5 or not parts[0].isdigit():
             continue
         job_id, state, reason, raw, name = parts[:5]
+        if len(parts) >= 7 and parts[6].isdigit() and parts[5].isdigit():
+            job_id = f"{parts[5]}_{parts[6]}"
         code, signum = decode_wait_status(raw)
         rows[job_id] = JobRow(job_id, _state_word(state), _reason(reason), code, signum, name)
     return rows
 
 
 def parse_sacct(text: str) -> dict[str, JobRow]:
-    """Rows of ``sacct -X -n -P -o SACCT_FIELDS`` by job id (job steps, if any, skipped)."""
+    """Rows of ``sacct -n -P -o SACCT_FIELDS`` by job id (an element's: ``ARRAYID_TASKID``),
+    with what each used and was given; its steps' lines give only their peak memory (the
+    largest is the job's). Elements not started yet (``81_[4-9]``) are skipped, and the
+    figures are None where sacct's fields are empty (e.g. MaxRSS of a job shorter than the
+    cluster's accounting interval)."""
     rows: dict[str, JobRow] = {}
+    peaks: dict[str, int] = {}
     for line in text.splitlines():
         parts = line.split("|")
-        if len(parts) < 5 or not parts[0].isdigit():
+        match = _SACCT_ID_RE.match(parts[0])
+        if len(parts) < 5 or match is None:
             continue
-        job_id, name, state, exit_pair, reason = parts[:5]
+        job_id, step = match.groups()
+        figures = (parts[5:] + [""] * 6)[:6]  # absent from older captures: unknown
+        if step is not None:
+            rss = parse_size_bytes(figures[1])
+            if rss is not None:
+                peaks[job_id] = max(peaks.get(job_id, 0), rss)
+            continue
+        _, name, state, exit_pair, reason = parts[:5]
         code, signum = parse_exit_pair(exit_pair)
-        rows[job_id] = JobRow(job_id, _state_word(state), _reason(reason), code, signum, name)
-    return rows
+        usage, request = _accounted(figures)
+        rows[job_id] = JobRow(
+            job_id, _state_word(state), _reason(reason), code, signum, name, usage, request
+        )
+    return {
+        job_id: replace(row, usage=replace(row.usage or Usage(), max_rss_bytes=peaks[job_id]))
+        if job_id in peaks
+        else row
+        for job_id, row in rows.items()
+    }
+
+
+def _accounted(figures: list[str]) -> tuple[Usage | None, Request | None]:
+    """(usage, request) from sacct's TotalCPU, MaxRSS, Elapsed, ReqMem, AllocCPUS, Timelimit."""
+    total_cpu, max_rss, elapsed, req_mem, alloc_cpus, limit = figures
+    usage = Usage(parse_clock_s(elapsed), parse_clock_s(total_cpu), parse_size_bytes(max_rss))
+    cpus = int(alloc_cpus) if alloc_cpus.isdigit() and int(alloc_cpus) > 0 else None
+    request = Request(cpus, _req_mem_bytes(req_mem, cpus), parse_clock_s(limit))
+    return (usage if usage != Usage() else None), (request or None)
+
+
+def _req_mem_bytes(text: str, cpus: int | None) -> int | None:
+    """ReqMem: ``21694M`` (22.05 and later: the job's); ``4000Mc`` per CPU, ``4000Mn`` per
+    node in older releases (taken as one node)."""
+    text = text.strip()
+    if text[-1:] in ("c", "n"):
+        per, text = text[-1], text[:-1]
+        size = parse_size_bytes(text)
+        return size * (cpus or 1) if size is not None and per == "c" else size
+    return parse_size_bytes(text)
+
+
+def parse_clock_s(text: str) -> float | None:
+    """Seconds from sacct's ``[D-][HH:]MM:SS[.mmm]`` (TotalCPU, Elapsed, Timelimit); None for
+    UNLIMITED, Partition_Limit or an empty field."""
+    whole, _, fraction = text.strip().partition(".")
+    seconds = clock_s(whole) if ":" in whole else None  # a bare number is not sacct's
+    if seconds is None or (fraction and not fraction.isdigit()):
+        return None
+    return seconds + (float(f"0.{fraction}") if fraction else 0.0)
 
 
 def decode_wait_status(raw: str) -> tuple[int | None, int | None]:
@@ -290,7 +357,15 @@ def classify(row: JobRow | None, record: StatusRecord) -> ExitStatus:
     did not end by itself (TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, PREEMPTED, CANCELLED). An exit
     code of 0 is a success whatever Slurm says. Without an exit record the wrapper never ran
     or was killed outright: Slurm's ``CODE:SIGNAL`` is all there is; with no Slurm record
-    either, the attempt is "lost"."""
+    either, the attempt is "lost". What it used: sacct's figures where the row has them,
+    else (or where they are empty) the wrapper's."""
+    status = _ended(row, record)
+    accounted = row.usage if row is not None else None
+    usage = accounted.merged_over(record.usage) if accounted else record.usage
+    return replace(status, usage=usage)
+
+
+def _ended(row: JobRow | None, record: StatusRecord) -> ExitStatus:
     reason = REASON_BY_STATE.get(row.state) if row is not None else None
     code = record.exit_code
     if code is not None:

@@ -7,7 +7,7 @@
 #
 # status lines (one write each, so a reader sees whole lines or a partial last one):
 #   start pid=PID ticks=STARTTIME host=HOST uptime=SECONDS   (time=EPOCH without /proc)
-#   exit code=RC uptime=SECONDS
+#   exit code=RC uptime=SECONDS utime=XmY.Zs stime=XmY.Zs   (the job tree's CPU, from `times`)
 #   claimed            (written instead by a recovering daemon: this attempt must never run)
 
 # Local executors cannot set a spawned process's cwd (posix_spawn in Python 3.11 has no chdir),
@@ -90,5 +90,13 @@ else
 fi
 
 _ccd_now
-printf 'exit code=%s %s\n' "$_ccd_rc" "$_ccd_when" >> status
+# The CPU time of the job's process tree, as the kernel counted it for the children we (and
+# they, transitively) waited for: the second line of `times`. A builtin, so it cannot go
+# through a pipe or $(...) (a subshell has no children's times); a file it is. Peak memory
+# is beyond sh: the exit record has none from here.
+_ccd_cpu=
+if times > times 2>/dev/null && { read -r _ccd_x; read -r _ccd_cu _ccd_cs; } < times; then
+    _ccd_cpu=" utime=$_ccd_cu stime=$_ccd_cs"
+fi
+printf 'exit code=%s %s%s\n' "$_ccd_rc" "$_ccd_when" "$_ccd_cpu" >> status
 exit "$_ccd_rc"

@@ -24,6 +24,8 @@ from ccd.spec import LOCAL_HOST, HostSpec, valid_name
 from ccd.spec.hosts import RESOURCE_FIELDS, SlurmOptions, SshOptions, split_problem
 from ccd.spec.model import HOST_TYPES as HOST_TYPES  # ("local", "ssh", "slurm")
 from ccd.spec.model import OPTION_FIELDS
+from ccd.spec.notify import NotifySpec
+from ccd.spec.notify import from_plain as notify_from_plain
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,7 @@ class Config:
     max_request_bytes: int = 16 << 20
     shutdown_grace_s: float = 5.0  # how long a stop waits for in-flight writes
     http: HttpConfig = field(default_factory=HttpConfig)
+    notify: tuple[NotifySpec, ...] = ()  # for every workflow, besides each one's own
 
 
 def load(
@@ -119,6 +122,7 @@ _TOP_FIELDS = {
     "max_request_bytes",
     "shutdown_grace_s",
     "http",
+    "notify",
 }
 _LIMIT_FIELDS = set(Limits.__dataclass_fields__)
 _HTTP_FIELDS = set(HttpConfig.__dataclass_fields__)
@@ -139,7 +143,15 @@ def _build(data: dict[str, Any], where: str, state_dir: Path | None, socket: Pat
         ),
         shutdown_grace_s=_seconds(data.get("shutdown_grace_s", 5.0), where, "shutdown_grace_s"),
         http=_http(_mapping(data, "http", where), where),
+        notify=_notify(data.get("notify"), where),
     )
+
+
+def _notify(data: Any, where: str) -> tuple[NotifySpec, ...]:
+    found = notify_from_plain(data)
+    if isinstance(found, list):  # the first problem, as every config error is one line
+        raise ConfigError(f"{where}: field 'notify': {found[0]}")
+    return found
 
 
 def _http(data: dict[str, Any], where: str) -> HttpConfig:

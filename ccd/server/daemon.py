@@ -73,7 +73,9 @@ class Daemon:
         http_url = None if tcp is None else _url_of(tcp)
         logs.configure(state_dir / paths.LOG_NAME, console=logs.console_default())
         credentials = Credentials.open(state_dir)
-        self._engine = await Engine.open(state_dir, self.config.hosts, self.config.limits)
+        self._engine = await Engine.open(
+            state_dir, self.config.hosts, self.config.limits, notify=self.config.notify
+        )
         await self._engine.recover()  # reconcile before serving any request
         self._streams = EventStreams(self._engine)
         app = create_app(
@@ -166,7 +168,7 @@ class Daemon:
             log.error("reload_failed", error=str(err))
         else:
             assert self._engine is not None
-            self._engine.reload(new.hosts, new.limits)
+            self._engine.reload(new.hosts, new.limits, new.notify)
             self.config = dataclasses.replace(new, http=self.config.http)  # read at start only
             log.info("config_reloaded")
         sdnotify.notify("READY=1")

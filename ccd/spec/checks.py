@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
+from typing import Any
 
 from ccd.spec import dag
 from ccd.spec.hosts import (
@@ -22,6 +23,7 @@ from ccd.spec.hosts import (
     split_problem,
 )
 from ccd.spec.model import NAME_RULE, HostSpec, JobSpec, ScriptKind, WorkflowSpec, valid_name
+from ccd.spec.notify import NotifySpec, from_plain
 from ccd.spec.yamltree import (
     Bad,
     Ctx,
@@ -29,6 +31,7 @@ from ccd.spec.yamltree import (
     Node,
     Reader,
     Seq,
+    as_duration,
     as_plain,
     as_scalar,
     as_text,
@@ -141,11 +144,42 @@ MAX_ARG_BYTES = 32 * 4096 - 1
 
 
 def make_spec(
-    ctx: Ctx, name: str, source: Path, jobs: dict[str, JobSpec], hosts: dict[str, HostSpec]
+    ctx: Ctx,
+    name: str,
+    source: Path,
+    jobs: dict[str, JobSpec],
+    hosts: dict[str, HostSpec],
+    notify: tuple[NotifySpec, ...] = (),
 ) -> WorkflowSpec:
     for job in jobs.values():
         check_arg_sizes(ctx, job)
-    return WorkflowSpec(name, source, ctx.base_dir, MappingProxyType(jobs), MappingProxyType(hosts))
+    return WorkflowSpec(
+        name, source, ctx.base_dir, MappingProxyType(jobs), MappingProxyType(hosts), notify
+    )
+
+
+def read_notify(reader: Reader, node: Node | None) -> tuple[NotifySpec, ...]:
+    """``notify:``: a notifier (``command``, ``url``, ``on``, ``timeout``) or a list of them;
+    a timeout may have units (``30s``). Empty if absent or invalid (reported)."""
+    if node is None or is_null(node):
+        return ()
+    items = node.items if isinstance(node, Seq) else [node]
+    plain: list[Any] = []
+    for item in items:
+        value = as_plain(item)
+        timeout = item.fields.get("timeout") if isinstance(item, Map) else None
+        if isinstance(value, dict) and timeout is not None and not is_null(timeout[1]):
+            try:
+                value["timeout"] = as_duration(timeout[1])
+            except Bad as bad:
+                reader.add(timeout[1].line, str(bad), "notify.timeout")
+                return ()
+        plain.append(value)
+    found = from_plain(plain if isinstance(node, Seq) else plain[0])
+    if isinstance(found, list):
+        report(reader, [f"notify: {p}" for p in found], {"notify": node}, node.line)
+        return ()
+    return found
 
 
 def check_arg_sizes(ctx: Ctx, job: JobSpec) -> None:

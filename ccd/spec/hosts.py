@@ -157,6 +157,8 @@ class SlurmOptions:
     poll_interval_min_s: float = 2.0
     root: str = "~/.ccd/runs"  # run dirs, on a file system the compute nodes share
     resources: Resources = field(default_factory=Resources)
+    arrays: bool = True  # ready jobs alike go out as one job array (max_jobs: each one's %N)
+    max_queued: int = 1000  # with arrays: how many of its jobs are in Slurm at once
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> SlurmOptions | list[str]:
@@ -174,7 +176,7 @@ class SlurmOptions:
             return problems
         assert isinstance(resources, Resources)
         opts = cls(resources=resources, **values)
-        problems += _positive(opts, ("poll_interval_s", "poll_interval_min_s"))
+        problems += _positive(opts, ("poll_interval_s", "poll_interval_min_s", "max_queued"))
         if not problems and opts.poll_interval_min_s > opts.poll_interval_s:
             problems.append("field 'poll_interval_min_s': must not exceed poll_interval_s")
         for name in ("via", "partition", "account", "qos"):

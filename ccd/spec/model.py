@@ -15,6 +15,7 @@ from typing import Literal
 
 from ccd.spec.hosts import FAILURE_CLASSES, Resources, SlurmOptions, SshOptions
 from ccd.spec.matrix import Matrix
+from ccd.spec.notify import NotifySpec
 
 ScriptKind = Literal["shell", "sh", "py", "ipynb"]  # "shell": an inline `run:` command
 
@@ -75,6 +76,7 @@ class WorkflowSpec:
     base_dir: Path  # relative script paths resolve against this
     jobs: Mapping[str, JobSpec]  # in file order
     hosts: Mapping[str, HostSpec]
+    notify: tuple[NotifySpec, ...] = ()  # the file's own notifiers
 
     def edges(self) -> list[tuple[str, str]]:
         """(parent, child) pairs."""

@@ -23,6 +23,7 @@ from ccd.spec.checks import (
     default_name,
     host_options,
     make_spec,
+    read_notify,
     read_resources,
     script_field,
 )
@@ -60,7 +61,7 @@ from ccd.spec.yamltree import (
 
 # --- ccd's own format ------------------------------------------------------------------------
 
-TOP_FIELDS = frozenset({"name", "defaults", "hosts", "jobs"})
+TOP_FIELDS = frozenset({"name", "defaults", "hosts", "jobs", "notify"})
 FRAGMENT_FIELDS = frozenset({"defaults", "jobs"})  # jobs added to a running workflow
 _DEFAULT_FIELDS = frozenset(
     {"host", "retries", "timeout", "python", "resources", "retry_on", "on_retry"}
@@ -119,7 +120,8 @@ def read(
         for host, spec in known.items()
         if host == LOCAL_HOST or host in own or host in used
     }
-    return make_spec(ctx, name or default_name(source), source, jobs, hosts)
+    notify = read_notify(reader, top.get("notify"))
+    return make_spec(ctx, name or default_name(source), source, jobs, hosts, notify)
 
 
 def _via(host: HostSpec) -> str:

@@ -86,7 +86,9 @@ def test_run_plain_output_has_events_and_summary(write_workflow, tmp_path: Path)
     assert code == 0
     assert " hello running" in out and " hello succeeded" in out
     assert "JOB" in out and "DURATION" in out
-    assert out.rstrip().splitlines()[-1].startswith("workflow ")
+    *_, workflow_line, usage_line = out.rstrip().splitlines()
+    assert workflow_line.startswith("workflow ")
+    assert usage_line.startswith("used ") and "CPU hours over 1 jobs" in usage_line
 
 
 def test_invalid_workflow_exits_2_and_writes_nothing(write_workflow, tmp_path: Path) -> None:

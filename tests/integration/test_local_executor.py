@@ -38,6 +38,7 @@ from ccd.executors.procfs import (
 )
 from ccd.executors.shepherd import address, socket_name
 from ccd.models import ExitStatus
+from ccd.usage import Usage
 from tests.helpers import eventually, pid_alive
 from tests.integration.conftest import as_user
 
@@ -669,7 +670,16 @@ def test_parse_status_full_record() -> None:
         started_at=1100.5,
         exit_code=3,
         ended_at=1102.25,
+        usage=Usage(wall_s=1.75),
     )
+
+
+def test_parse_status_reads_what_the_job_used() -> None:
+    shepherd = "start pid=42 uptime=10.00\nexit code=0 uptime=12.50 cpu=1.250 maxrss=2048\n"
+    assert parse_status(shepherd).usage == Usage(2.5, 1.25, 2048 * 1024)
+    wrapper = "start pid=4 uptime=1.00\nexit code=0 uptime=3.00 utime=1m0.5s stime=0m0.25s\n"
+    assert parse_status(wrapper).usage == Usage(2.0, 60.75, None)
+    assert parse_status("start pid=4 uptime=1.00\n").usage is None  # still running
 
 
 def test_parse_status_without_boot_time_has_no_times() -> None:
@@ -715,5 +725,11 @@ def test_parse_status_tolerates_unknown_keys_and_bad_values() -> None:
     )
     record = parse_status(text, boot_time=10.0)
     assert record == StatusRecord(
-        pid=None, start_ticks=9, host="h", started_at=None, exit_code=1, ended_at=12.0
+        pid=None,
+        start_ticks=9,
+        host="h",
+        started_at=None,
+        exit_code=1,
+        ended_at=12.0,
+        usage=Usage(),
     )

@@ -30,13 +30,20 @@ OWNERS = {
     "nbclient": {"ccd/notebook.py"},
     "nbformat": {"ccd/notebook.py"},
 }
-LEAVES = {"ccd", "ccd.errors", "ccd.models", "ccd.paths", "ccd.logs", "ccd.memory"}
+LEAVES = {"ccd", "ccd.errors", "ccd.models", "ccd.paths", "ccd.logs", "ccd.memory", "ccd.usage"}
 # Each backend's own modules. `shepherd.py` runs as a script without ccd; `base` re-exports
 # the names of the files it writes.
 BACKENDS = {
     "local": {"local", "shepherd", "shepherd_link"},
     "ssh": {"ssh", "ssh_remote", "ssh_watch"},
-    "slurm": {"slurm", "slurm_parse"},
+    "slurm": {
+        "slurm",
+        "slurm_parse",
+        "slurm_arrays",
+        "slurm_submit",
+        "slurm_cancel",
+        "slurm_commands",
+    },
 }
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from ccd.errors import ExecutorError
 from ccd.executors import slurm_parse as sp
+from ccd.executors import slurm_submit
 from ccd.executors.base import Launch, StatusRecord, parse_status
 from ccd.executors.shell import CommandResult
 from ccd.executors.slurm import SlurmExecutor, cluster_run_dir, job_tag, render_batch
@@ -308,7 +309,8 @@ class FakeCluster:
         if not self.accounting:
             return CommandResult(1, b"", b"sacct: error: Slurm accounting storage is disabled")
         ids = [i for i in self._selected(argv) if i in self.jobs]
-        lines = [f"{i}|{self.jobs[i][0]}|{self.jobs[i][1]}|0:0|None\n" for i in ids]
+        figures = "00:00.010|1000K|00:00:01|1000M|1|01:00:00"  # TotalCPU ... Timelimit
+        lines = [f"{i}|{self.jobs[i][0]}|{self.jobs[i][1]}|0:0|None|{figures}\n" for i in ids]
         return CommandResult(0, "".join(lines).encode(), b"")
 
     def _sinfo(self, argv: list[str]) -> CommandResult:
@@ -333,7 +335,8 @@ class FakeCluster:
         raise AssertionError(argv)
 
 
-FAST_POLL = SlurmOptions(poll_interval_s=0.08, poll_interval_min_s=0.01)
+# One sbatch per job: arrays are tested against the real Slurm (test_slurm_arrays.py).
+FAST_POLL = SlurmOptions(poll_interval_s=0.08, poll_interval_min_s=0.01, arrays=False)
 DONE = b"start pid=7 host=n1 uptime=1\nexit code=0 uptime=2\n"
 
 
@@ -412,7 +415,8 @@ async def test_without_accounting_the_status_file_settles(tmp_path: Path) -> Non
 
 async def test_interval_grows_while_quiet_and_resets_on_news(tmp_path: Path) -> None:
     cluster = FakeCluster()
-    ex = SlurmExecutor("hpc", cluster, SlurmOptions(poll_interval_s=0.32, poll_interval_min_s=0.02))
+    options = SlurmOptions(poll_interval_s=0.32, poll_interval_min_s=0.02, arrays=False)
+    ex = SlurmExecutor("hpc", cluster, options)
     handle = await ex.start(_attempt(tmp_path, "a"))
     waiter = asyncio.ensure_future(ex.wait(handle))
     try:
@@ -436,13 +440,13 @@ async def test_interval_grows_while_quiet_and_resets_on_news(tmp_path: Path) -> 
     assert after - quiet[-1] < 0.2  # reset by the submission: no wait for another 0.32 s
 
 
-async def test_lost_sbatch_reply_finds_the_job_by_tag(tmp_path: Path) -> None:
-    class QuickRetry(SlurmExecutor):
-        SUBMIT_RETRY_S = (0.01, 0.01)
-
+async def test_lost_sbatch_reply_finds_the_job_by_tag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(slurm_submit, "UNSURE_RETRY_S", (0.01,))
     cluster = FakeCluster()
     cluster.lose_sbatch_reply = True
-    ex = QuickRetry("hpc", cluster, FAST_POLL)
+    ex = SlurmExecutor("hpc", cluster, FAST_POLL)
     try:
         handle = await ex.start(_attempt(tmp_path, "a"))
     finally:
@@ -465,10 +469,12 @@ async def test_unreachable_controller_marks_the_host(tmp_path: Path) -> None:
             cluster.files[_status_path(_attempt(tmp_path, "a"))] = DONE
             assert await ex.wait(handle) == ExitStatus(0)  # status files need no Slurm
             assert ex.health().state == "unreachable"
-            cluster.unreachable = False  # nothing is watched: the poller probes on its own
+            # Nothing is watched: the poller probes on its own (sacct, for the ended job's
+            # figures, or sinfo once there is nothing left to ask).
+            cluster.unreachable = False
             while ex.health().state != "ok":  # noqa: ASYNC110
                 await asyncio.sleep(0.005)
     finally:
         await ex.close()
     assert changes == ["unreachable", "ok"]
-    assert cluster.commands("sinfo")
+    assert cluster.commands("sinfo") or cluster.commands("sacct")
