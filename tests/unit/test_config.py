@@ -15,6 +15,7 @@ from ccd.server import config
 from ccd.server.config import Config, HttpConfig
 from ccd.spec import HostSpec
 from ccd.spec.hosts import Resources, SlurmOptions, SshOptions
+from ccd.spec.notify import NotifySpec
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "ccd.yaml"
 LOCAL = HostSpec("local", "local", None)
@@ -411,3 +412,42 @@ def test_max_request_bytes_must_be_an_integer(tmp_path: Path) -> None:
 def test_host_names_follow_the_name_rule(tmp_path: Path, name: str) -> None:
     with pytest.raises(ConfigError):
         config.load(write(tmp_path, f"hosts: {{{name}: {{type: local}}}}\n"))
+
+
+def test_notify_takes_one_notifier_or_a_list(tmp_path: Path) -> None:
+    one = config.load(write(tmp_path, "notify: {command: 'echo done', events: [failed]}\n"))
+    assert one.notify == (
+        NotifySpec(command=("sh", "-c", "echo done"), events=frozenset({"failed"})),
+    )
+    two = config.load(
+        write(
+            tmp_path,
+            "notify:\n  - {url: 'https://h.example/x'}\n  - {command: [a, b], timeout: 3}\n",
+        )
+    )
+    assert two.notify == (
+        NotifySpec(url="https://h.example/x"),
+        NotifySpec(command=("a", "b"), timeout_s=3.0),
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "notify: {url: 'ftp://x'}",
+            "field 'notify': field 'url': expected an http:// or https:// URL",
+        ),
+        (
+            "notify: [{command: x}, {command: y, on: [failed]}]",
+            "field 'notify': item 2: unknown field",
+        ),
+        ("notify: {}", "field 'notify': give a 'command', a 'url', or both"),
+        ("notify: 3", "field 'notify': expected a mapping"),
+    ],
+)
+def test_a_bad_notifier_is_one_line_naming_the_field(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config.load(write(tmp_path, text + "\n"))
