@@ -53,11 +53,11 @@ from pathlib import Path
 import structlog
 
 from ccd.engine import Engine
-from ccd.engine.runs import Limits
 from ccd.executors.base import Launch
 from ccd.executors.shell import LocalShell
 from ccd.executors.slurm import SlurmExecutor
 from ccd.executors.slurm_parse import JobRow, parse_sdiag_rpcs
+from ccd.models import Limits
 from ccd.spec import HostSpec, JobSpec, WorkflowSpec
 from ccd.spec.hosts import Resources, SlurmOptions
 
