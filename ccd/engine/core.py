@@ -121,7 +121,7 @@ class Engine:
         self.scheduler = scheduler
         self._executors = executors
         self.hosts = dict(hosts)
-        self.notifier = Notifier(notify, self._notify_context)
+        self.notifier = Notifier(notify, self._notifiers_of, self._status_json)
         scheduler.subscribe(self._maybe_notify)
 
     @classmethod
@@ -342,11 +342,11 @@ class Engine:
         elif event.job is not None and event.state == JobState.FAILED:
             self.notifier.tell(Occasion(event.workflow_id, JOB_FAILED, event.job, event.at))
 
-    async def _notify_context(
-        self, workflow_id: str
-    ) -> tuple[Sequence[NotifySpec], Mapping[str, Any]]:
-        own = [spec_of_json(data) for data in await self.store.get_notify(workflow_id)]
-        return own, (await self.status(workflow_id)).to_json()
+    async def _notifiers_of(self, workflow_id: str) -> list[NotifySpec]:
+        return [spec_of_json(data) for data in await self.store.get_notify(workflow_id)]
+
+    async def _status_json(self, workflow_id: str) -> dict[str, Any]:
+        return (await self.status(workflow_id)).to_json()
 
     async def close(self) -> None:
         await self.notifier.close()  # each one bounded by its timeout

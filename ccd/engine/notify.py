@@ -52,18 +52,22 @@ class Occasion:
     at: float = 0.0
 
 
-# The workflow's own notifiers and its status (the `--json` shape), read when an occasion
-# comes: (specs, status).
-Describe = Callable[[str], Awaitable[tuple[Sequence[NotifySpec], Mapping[str, Any]]]]
+# Read when an occasion comes: a workflow's own notifiers; its status (the `--json` shape),
+# only if some notifier wants to hear of the occasion.
+SpecsOf = Callable[[str], Awaitable[Sequence[NotifySpec]]]
+StatusOf = Callable[[str], Awaitable[Mapping[str, Any]]]
 
 
 class Notifier:
     """Runs notifications as tasks of its own; `close` waits for them (each is bounded by
     its timeout), so that `ccctl run` does not exit with one half sent."""
 
-    def __init__(self, defaults: Sequence[NotifySpec], describe: Describe) -> None:
+    def __init__(
+        self, defaults: Sequence[NotifySpec], specs_of: SpecsOf, status_of: StatusOf
+    ) -> None:
         self.defaults = tuple(defaults)
-        self._describe = describe
+        self._specs_of = specs_of
+        self._status_of = status_of
         self._tasks: set[asyncio.Task[None]] = set()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.sent = 0  # notifications delivered (commands exited 0, URLs answered 2xx)
@@ -89,12 +93,13 @@ class Notifier:
 
     async def _tell(self, occasion: Occasion) -> None:
         try:
-            own, status = await self._describe(occasion.workflow_id)
+            own = await self._specs_of(occasion.workflow_id)
+            specs = [s for s in (*self.defaults, *own) if occasion.event in s.events]
+            if not specs:
+                return
+            status = await self._status_of(occasion.workflow_id)  # only when it is wanted
         except Exception as exc:  # e.g. the workflow was deleted meanwhile
             log.warning("notify_skipped", workflow=occasion.workflow_id, error=str(exc))
-            return
-        specs = [s for s in (*self.defaults, *own) if occasion.event in s.events]
-        if not specs:
             return
         event = event_json(occasion, status)
         await asyncio.gather(*(self._send(spec, event) for spec in specs))

@@ -79,10 +79,13 @@ def receiver() -> Iterator[Receiver]:
 
 
 def notifier(specs: Sequence[NotifySpec], own: Sequence[NotifySpec] = ()) -> Notifier:
-    async def describe(_: str) -> tuple[Sequence[NotifySpec], Mapping[str, Any]]:
-        return own, STATUS
+    async def specs_of(_: str) -> Sequence[NotifySpec]:
+        return own
 
-    return Notifier(specs, describe)
+    async def status_of(_: str) -> Mapping[str, Any]:
+        return STATUS
+
+    return Notifier(specs, specs_of, status_of)
 
 
 def capture_script(tmp_path: Path) -> tuple[tuple[str, ...], Path]:
