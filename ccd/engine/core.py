@@ -289,8 +289,11 @@ class Engine:
         return await self.store.list_workflows()
 
     async def attempts(self, workflow_id: str, job: str) -> list[AttemptRecord]:
+        """A job's attempts, each with what it used where known."""
         await self.store.get_workflow(workflow_id)  # NotFound for an unknown workflow
-        return await self.store.list_attempts(workflow_id, job)
+        records = await self.store.list_attempts(workflow_id, job)
+        usage = await self.store.list_usage(workflow_id, job)
+        return [dataclasses.replace(r, usage=usage.get((r.job, r.attempt))) for r in records]
 
     async def read_log(
         self, workflow_id: str, job: str, attempt: int | None, offset: int

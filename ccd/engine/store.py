@@ -224,6 +224,7 @@ class AttemptRecord:
     signal: int | None = None
     reason: str | None = None
     log_offset: int = 0
+    usage: UsageRecord | None = None  # what it used (a table of its own), where known
 
 
 @dataclass(frozen=True, slots=True)
@@ -487,10 +488,14 @@ class Store:
         async with self._conn.execute(sql + " ORDER BY job, attempt", params) as cur:
             return [AttemptRecord(*row) for row in await cur.fetchall()]
 
-    async def list_usage(self, workflow_id: str) -> dict[tuple[str, int], UsageRecord]:
-        """What each attempt of a workflow used, by (job, attempt)."""
-        sql = "SELECT * FROM usage WHERE workflow_id=?"
-        async with self._conn.execute(sql, (workflow_id,)) as cur:
+    async def list_usage(
+        self, workflow_id: str, job: str | None = None
+    ) -> dict[tuple[str, int], UsageRecord]:
+        """What each attempt of a workflow (or of one of its jobs) used, by (job, attempt)."""
+        sql, params = "SELECT * FROM usage WHERE workflow_id=?", [workflow_id]
+        if job is not None:
+            sql, params = sql + " AND job=?", [*params, job]
+        async with self._conn.execute(sql, params) as cur:
             records = [_usage_record(row) for row in await cur.fetchall()]
         return {(r.job, r.attempt): r for r in records}
 

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import ccd
 from ccd.engine import Engine
+from ccd.engine.accounting import usage_json
 from ccd.errors import CcdError, Conflict, NotFound, SpecError
 from ccd.server import apidocs, auth, web
 from ccd.server.auth import Credentials
@@ -291,6 +292,7 @@ def _attempt_json(a: Any) -> dict[str, Any]:
         "exit_code": a.exit_code,
         "signal": a.signal,
         "reason": a.reason,
+        **usage_json(a.usage),
     }
 
 

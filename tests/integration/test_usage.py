@@ -164,6 +164,7 @@ def test_ccctl_status_usage_through_the_daemon(tmp_path: Path) -> None:
         daemon.client.wait(wf_id)
         shown = daemon.ccctl("status", wf_id, "--usage", check=True).stdout
         as_json = json.loads(daemon.ccctl("status", wf_id, "--json", check=True).stdout)
+        [attempt] = daemon.client.attempts(wf_id, "burn")
     finally:
         daemon.stop()
     header, burn, quick = shown.splitlines()[:3]
@@ -174,6 +175,8 @@ def test_ccctl_status_usage_through_the_daemon(tmp_path: Path) -> None:
     assert shown.rstrip().splitlines()[-1].startswith("used ")
     usage = {j["name"]: j["usage"] for j in as_json["jobs"]}
     assert usage["burn"]["cpu_s"] >= 0.3 and usage["burn"]["max_rss_bytes"] >= 80 * MIB
+    assert attempt["usage"] == usage["burn"]  # the API's attempts carry theirs too
+    assert attempt["request"]["time_s"] == 3600.0 and attempt["efficiency"]["time"] > 0
 
 
 class OutOfMemoryOnce:

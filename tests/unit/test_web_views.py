@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from ccd.engine.core import JobStatus
-from ccd.engine.store import WorkflowRecord
+from ccd.engine.store import UsageRecord, WorkflowRecord
 from ccd.models import JobState, WorkflowState
 from ccd.server.web import views
+from ccd.usage import Request, Usage
 
 
 def record(state: WorkflowState, created: float = 100.0, updated: float = 160.0) -> WorkflowRecord:
@@ -16,9 +17,16 @@ def record(state: WorkflowState, created: float = 100.0, updated: float = 160.0)
 
 def job(name: str, state: JobState = JobState.WAITING, **fields: object) -> JobStatus:
     values: dict[str, object] = {
-        "host": "local", "attempts": 0, "exit_code": None, "signal": None, "reason": None,
-        "progress": None, "message": None, "started_at": None, "ended_at": None,
-    }  # fmt: skip
+        "host": "local",
+        "attempts": 0,
+        "exit_code": None,
+        "signal": None,
+        "reason": None,
+        "progress": None,
+        "message": None,
+        "started_at": None,
+        "ended_at": None,
+    }
     values.update(fields)
     return JobStatus(name, state, **values)  # type: ignore[arg-type]
 
@@ -94,3 +102,16 @@ def test_a_job_duration_runs_while_it_runs() -> None:
     assert views.job_duration(ended, now=99.0) == 2.5
     # waiting to be retried: its last attempt's times no longer describe it
     assert views.job_duration(job("a", JobState.READY, started_at=10.0), now=99.0) is None
+
+
+def test_usage_text_gives_the_figures_and_their_shares() -> None:
+    record = UsageRecord(
+        "w",
+        "j",
+        1,
+        Usage(wall_s=100.0, cpu_s=45.0, max_rss_bytes=300 << 20),
+        Request(cpus=1, mem_bytes=4 << 30, time_s=3600.0),
+    )
+    assert views.usage_text(record) == "CPU 45.0s (45%) · peak 300M (7%) · 3% of the time limit"
+    assert views.usage_text(UsageRecord("w", "j", 1, Usage(wall_s=1.0))) == views.NO_VALUE
+    assert views.usage_text(None) == views.NO_VALUE

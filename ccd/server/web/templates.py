@@ -49,6 +49,7 @@ class Templates:
             clock=views.clock,
             exit_text=views.exit_text,
             job_duration=views.job_duration,
+            usage_text=views.usage_text,
             state_order=views.STATE_ORDER,
             terminal=views.TERMINAL_NAMES,
         )

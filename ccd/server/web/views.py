@@ -9,8 +9,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ccd.engine.core import JobStatus
-from ccd.engine.store import WorkflowRecord
+from ccd.engine.store import UsageRecord, WorkflowRecord
 from ccd.models import TERMINAL, JobState
+from ccd.usage import efficiency, format_bytes, format_seconds, format_share
 
 # The order states are counted and filtered in, as ccctl lists them.
 STATE_ORDER: tuple[str, ...] = (
@@ -158,3 +159,23 @@ def job_duration(job: JobStatus, now: float) -> float | None:
     if job.state not in (JobState.RUNNING, JobState.SUBMITTED) and job.ended_at is None:
         return None
     return max(0.0, end - job.started_at)
+
+
+def usage_text(record: UsageRecord | None) -> str:
+    """What an attempt used, with the shares of its request: ``CPU 1.2s (45%) · peak 300M
+    (7%) · 2m05s (3% of the limit)``; a dash if nothing is known."""
+    if record is None:
+        return NO_VALUE
+    use, eff = record.usage, efficiency(record.usage, record.request)
+    parts = []
+    if use.cpu_s is not None:
+        parts.append(f"CPU {format_seconds(use.cpu_s)}" + _share(eff.cpu))
+    if use.max_rss_bytes is not None:
+        parts.append(f"peak {format_bytes(use.max_rss_bytes)}" + _share(eff.mem))
+    if eff.time is not None:
+        parts.append(f"{format_share(eff.time)} of the time limit")
+    return " · ".join(parts) or NO_VALUE
+
+
+def _share(share: float | None) -> str:
+    return f" ({format_share(share)})" if share is not None else ""
