@@ -12,6 +12,7 @@ from ccd.engine.launch import job_spec
 from ccd.engine.store import Store
 from ccd.spec import HostSpec
 from ccd.spec.dump import job_mapping, to_yaml, workflow_mapping
+from ccd.spec.notify import spec_of_json
 
 
 async def as_yaml(store: Store, workflow_id: str, hosts: Mapping[str, HostSpec]) -> str:
@@ -24,7 +25,11 @@ async def as_yaml(store: Store, workflow_id: str, hosts: Mapping[str, HostSpec])
         if spec.group is not None:
             expanded.setdefault(spec.group, []).append(spec.values)
     used = {spec.host: hosts[spec.host] for spec in specs if spec.host in hosts}
-    return to_yaml(workflow_mapping(wf.name, specs, used, expanded))
+    mapping = workflow_mapping(wf.name, specs, used, expanded)
+    notifiers = [spec_of_json(data).to_mapping() for data in await store.get_notify(wf.id)]
+    if notifiers:
+        mapping["notify"] = notifiers
+    return to_yaml(mapping)
 
 
 async def as_json(store: Store, workflow_id: str) -> dict[str, Any]:

@@ -34,6 +34,17 @@ class NotifySpec:
             "timeout_s": self.timeout_s,
         }
 
+    def to_mapping(self) -> dict[str, Any]:
+        """As a workflow file writes it (what `ccctl export` puts back under ``notify:``)."""
+        out: dict[str, Any] = {}
+        if self.command is not None:
+            out["command"] = list(self.command)
+        if self.url is not None:
+            out["url"] = self.url
+        out["events"] = sorted(self.events)
+        out["timeout"] = self.timeout_s
+        return out
+
 
 def spec_of_json(data: Mapping[str, Any]) -> NotifySpec:
     """A `NotifySpec` back from `NotifySpec.to_json` (as stored with a workflow)."""

@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 
 from ccd import logs
+from ccd.engine import Engine
 from ccd.engine.notify import Notifier, Occasion, redact
+from ccd.spec import parse
 from ccd.spec.notify import JOB_FAILED, NotifySpec, from_mapping
 from tests.helpers import eventually, pid_alive, wait_for
 from tests.integration.daemon_fixture import DaemonProcess
@@ -288,3 +290,22 @@ def test_the_daemons_notifiers_hear_of_every_workflow(tmp_path: Path, receiver: 
     [(path, _, event)] = receiver.posts
     assert path == "/all" and event["workflow"]["id"] == wf_id
     assert event["state"] == "succeeded"
+
+
+async def test_a_workflows_notifiers_survive_export(tmp_path: Path) -> None:
+    text = (
+        "notify:\n"
+        "  - {command: 'echo done', events: [failed, job_failed], timeout: 30s}\n"
+        "  - {url: 'https://hooks.example.org/x'}\n"
+        "jobs:\n  a: {run: 'true'}\n"
+    )
+    spec = parse(text, source=tmp_path / "wf.yaml", base_dir=tmp_path)
+    engine = await Engine.open(tmp_path / "state", spec.hosts)
+    try:
+        wf_id = await engine.submit(spec)
+        await engine.wait(wf_id)
+        exported = await engine.export_yaml(wf_id)
+    finally:
+        await engine.close()
+    again = parse(exported, source=tmp_path / "again.yaml", base_dir=tmp_path)
+    assert again.notify == spec.notify
