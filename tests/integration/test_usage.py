@@ -74,7 +74,8 @@ async def test_a_local_jobs_whole_process_tree_is_counted(
     assert pair["efficiency"]["time"] == pair["usage"]["wall_s"] / 600
     assert pair["efficiency"]["cpu"] == pair["usage"]["cpu_s"] / pair["usage"]["wall_s"]
     idle = jobs["idle"]
-    assert idle["usage"]["cpu_s"] < 0.1 and idle["usage"]["wall_s"] >= 0.2
+    # From just after the spawn to the reap: a little under the sleep's own 0.2 s at times.
+    assert idle["usage"]["cpu_s"] < 0.1 and 0.15 <= idle["usage"]["wall_s"] < 5
     assert idle["request"] is None and idle["efficiency"]["mem"] is None
 
 
@@ -200,6 +201,9 @@ class OutOfMemoryOnce:
 
     async def read_log(self, handle: Handle, offset: int) -> bytes:
         return b""
+
+    async def read_file(self, handle: Handle, name: str, limit: int) -> bytes:
+        return b""  # no outputs
 
     async def reattach(self, launch: Launch) -> Handle | None:
         return None
